@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Head-pose MAE and 68-point NME on AFLW2000-3D-format data, with the miss rate beside them.
+
+    python benchmarks/aflw2000.py --data ../shared/data/aflw2000_prnet16 [--json out.json]
+
+Protocol (see README "Accuracy"): images whose labelled |yaw|, |pitch| or |roll| exceed 99 deg are dropped;
+the camera is a pinhole with fx = fy = image width, centred; the face is the detection whose box overlaps
+the ground-truth 68-point box most; an image where no detected face overlaps it counts as MISSED and
+is left out of the MAE (so read the two numbers together). Angles follow ../shared/notes/aflw2000.md:
+Pose_Para = [pitch, yaw, roll, ...] in radians. NME = mean 2D landmark error / sqrt(w * h) of the
+ground-truth 68-point box, per |yaw| bin.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.io import loadmat  # MATLAB v5 reader: plain arrays, no code execution
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E402
+from face3d_ros.core.detector import box_iou  # noqa: E402
+from face3d_ros.core.geometry import landmarks_68, yaw_pitch_roll_deg  # noqa: E402
+
+PROTOCOL_MAX_DEG = 99.0
+YAW_BINS = ((0, 30), (30, 60), (60, 90))
+
+
+def load_label(mat_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(yaw, pitch, roll) in degrees and the (68, 2) ground-truth points in image pixels."""
+    mat = loadmat(str(mat_path))
+    pitch, yaw, roll = np.degrees(mat["Pose_Para"].reshape(-1)[:3])
+    points = mat["pt3d_68"][:2].T.astype(np.float64)
+    return np.array([yaw, pitch, roll]), points
+
+
+def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
+    pipeline = FacePipeline(config)
+    rows, skipped = [], 0
+    paths = sorted(data.glob("*.jpg"))[:limit or None]
+    start = time.perf_counter()
+    for image_path in paths:
+        label_path = image_path.with_suffix(".mat")
+        if not label_path.exists():
+            continue
+        truth, points = load_label(label_path)
+        if np.any(np.abs(truth) > PROTOCOL_MAX_DEG):
+            skipped += 1
+            continue
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        faces = pipeline.process(image, CameraModel.default_for(w, h))
+        box = np.concatenate([points.min(0), points.max(0)])
+        row = {"image": image_path.name, "yaw_pitch_roll_true": truth.round(3).tolist(), "missed": True}
+        if faces:
+            overlap = box_iou(box, np.array([f.bbox for f in faces]))
+            if overlap.max() > 0:
+                face = faces[int(np.argmax(overlap))]
+                estimate = yaw_pitch_roll_deg(face.R_cam_face)
+                norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+                nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
+                row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
+                           error=angle_error(estimate, truth).round(3).tolist(), nme=round(float(nme), 5),
+                           depth_scale=round(face.depth_scale, 4))
+        rows.append(row)
+    elapsed = time.perf_counter() - start
+    return summarise(rows, skipped, elapsed)
+
+
+def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
+    found = [r for r in rows if not r["missed"]]
+    errors = np.array([r["error"] for r in found]).reshape(-1, 3)
+    missed = [r for r in rows if r["missed"]]
+    summary = {"images": len(rows) + skipped, "protocol_dropped": skipped, "evaluated": len(rows),
+               "missed": len(missed), "miss_rate": len(missed) / max(len(rows), 1),
+               "missed_beyond_60deg_yaw": sum(abs(r["yaw_pitch_roll_true"][0]) > 60 for r in missed),
+               "mae_yaw": float(errors[:, 0].mean()) if len(found) else float("nan"),
+               "mae_pitch": float(errors[:, 1].mean()) if len(found) else float("nan"),
+               "mae_roll": float(errors[:, 2].mean()) if len(found) else float("nan"),
+               "seconds_per_image": elapsed / max(len(rows), 1)}
+    summary["mae_mean"] = (summary["mae_yaw"] + summary["mae_pitch"] + summary["mae_roll"]) / 3
+    for lo, hi in YAW_BINS:
+        in_bin = [r["nme"] for r in found if lo <= abs(r["yaw_pitch_roll_true"][0]) <= hi]
+        summary[f"nme_yaw_{lo}_{hi}"] = float(np.mean(in_bin)) if in_bin else float("nan")
+        summary[f"count_yaw_{lo}_{hi}"] = len(in_bin)
+    summary["nme_mean_of_bins"] = float(np.nanmean([summary[f"nme_yaw_{lo}_{hi}"] for lo, hi in YAW_BINS]))
+    summary["rows"] = rows
+    return summary
+
+
+def print_summary(s: dict) -> None:
+    print(f"images {s['images']}  evaluated {s['evaluated']} (protocol dropped {s['protocol_dropped']})")
+    print(f"missed {s['missed']} = {100 * s['miss_rate']:.1f}%  (of them beyond 60 deg yaw: "
+          f"{s['missed_beyond_60deg_yaw']})")
+    print(f"pose MAE deg: yaw {s['mae_yaw']:.2f}  pitch {s['mae_pitch']:.2f}  roll {s['mae_roll']:.2f}  "
+          f"mean {s['mae_mean']:.2f}")
+    bins = "  ".join(f"{lo}-{hi}: {100 * s[f'nme_yaw_{lo}_{hi}']:.2f}% (n={s[f'count_yaw_{lo}_{hi}']})"
+                     for lo, hi in YAW_BINS)
+    print(f"68-point NME by |yaw|: {bins}  mean {100 * s['nme_mean_of_bins']:.2f}%")
+    print(f"time {1000 * s['seconds_per_image']:.1f} ms per image (whole pipeline, incl. decoding)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/aflw2000_prnet16")
+    parser.add_argument("--detector-range", default="full", choices=("short", "full", "both"))
+    parser.add_argument("--no-iris-scale", action="store_true")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    parser.add_argument("--json", type=Path, help="write the summary and per-image rows here")
+    parser.add_argument("--verbose", action="store_true", help="print every image's errors")
+    args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"no data folder {args.data}", file=sys.stderr)
+        return 2
+    config = PipelineConfig().updated({"tracking.enabled": False, "detector.detector_range": args.detector_range,
+                                       "pose.iris_scale": not args.no_iris_scale})
+    summary = evaluate(args.data, config, args.limit)
+    if args.verbose:
+        for row in summary["rows"]:
+            print(row["image"], row["yaw_pitch_roll_true"], row.get("yaw_pitch_roll"), row.get("error"),
+                  row.get("nme"))
+    print_summary(summary)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Pipeline configuration: one typed source of defaults, ranges and validation.
+
+The ROS node generates its parameter descriptors from the FIELD SPECS here, so a default, a range or a
+description lives in exactly one place. `validate()` returns the reasons a configuration is rejected.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+BACKENDS = ("auto", "cpu", "cuda", "tensorrt")
+DETECTOR_RANGES = ("short", "full", "both")
+
+
+def spec(default: Any, description: str, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple[str, ...] | None = None, dynamic: bool = False) -> Any:
+    """A dataclass field carrying its description, range and whether it may change at run time."""
+    return field(default=default, metadata={"description": description, "lo": lo, "hi": hi,
+                                            "choices": choices, "dynamic": dynamic})
+
+
+@dataclass
+class BackendConfig:
+    backend: str = spec("auto", "Inference backend: auto (TensorRT > CUDA > CPU, whichever is installed), "
+                        "cpu, cuda or tensorrt", choices=BACKENDS)
+    strict: bool = spec(False, "Fail instead of falling back when the requested backend is unavailable")
+    device_id: int = spec(0, "GPU index for cuda/tensorrt", lo=0, hi=63)
+    threads: int = spec(2, "CPU threads per model (intra-op); 0 lets onnxruntime decide", lo=0, hi=256)
+    fp16: bool = spec(True, "TensorRT: allow fp16 kernels")
+    engine_cache_dir: str = spec("~/.cache/face3d_ros/trt_engines", "TensorRT engine cache directory")
+    models_dir: str = spec("", "Folder with the ONNX models and canonical geometry; empty = the installed ones")
+
+
+@dataclass
+class DetectorConfig:
+    detector_range: str = spec("full", "Which face detector runs: short (faces within ~2 m, fastest), "
+                               "full (~0.3-5 m) or both", choices=DETECTOR_RANGES)
+    min_detection_score: float = spec(0.5, "Minimum face detector score", lo=0.0, hi=1.0, dynamic=True)
+    nms_iou: float = spec(0.3, "IoU above which detections are merged (weighted NMS)", lo=0.0, hi=1.0,
+                          dynamic=True)
+    max_faces: int = spec(10, "Most faces processed per image (largest first)", lo=1, hi=100, dynamic=True)
+
+
+@dataclass
+class LandmarkConfig:
+    min_landmark_score: float = spec(0.5, "Minimum face-presence score of the landmark model; below it the "
+                                     "face is dropped (and, when tracking, the detector is run again)",
+                                     lo=0.0, hi=1.0, dynamic=True)
+    refine_iris: bool = spec(True, "Run the iris model: 10 iris points (478 in all) and iris-based metric scale")
+    roi_scale: float = spec(1.5, "Landmark crop size relative to the face box (MediaPipe uses 1.5)",
+                            lo=1.0, hi=3.0)
+
+
+@dataclass
+class PoseConfig:
+    iris_scale: bool = spec(True, "Correct the head's metric size (and so its depth) from the iris diameter "
+                            "when both irises are seen well", dynamic=True)
+    iris_diameter_m: float = spec(0.0117, "Human iris diameter used for the metric scale, metres",
+                                  lo=0.008, hi=0.015, dynamic=True)
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = spec(True, "Track faces over time: stable ids, ROI tracking, smoothing")
+    detect_interval: int = spec(10, "Run the detector at least every N images to find new faces while "
+                                "tracking (1 = every image)", lo=1, hi=1000, dynamic=True)
+    min_hits: int = spec(2, "Images a new face must be seen before it is published", lo=1, hi=100,
+                         dynamic=True)
+    max_age: int = spec(5, "Images a face may go unseen before its track is dropped", lo=0, hi=1000,
+                        dynamic=True)
+    max_gap_s: float = spec(0.5, "A track unseen for longer than this (s) is dropped and its filters "
+                            "reset", lo=0.0, hi=60.0, dynamic=True)
+    min_iou: float = spec(0.2, "Minimum box IoU to associate a face with a track", lo=0.0, hi=1.0,
+                          dynamic=True)
+
+
+@dataclass
+class SmoothingConfig:
+    enabled: bool = spec(True, "One Euro smoothing of landmarks, translation and rotation", dynamic=True)
+    min_cutoff: float = spec(1.0, "One Euro minimum cutoff frequency (Hz): lower = less jitter, more lag",
+                             lo=0.001, hi=100.0, dynamic=True)
+    beta: float = spec(0.5, "One Euro speed coefficient: higher = less lag on fast motion", lo=0.0,
+                       hi=100.0, dynamic=True)
+    d_cutoff: float = spec(1.0, "One Euro cutoff for the derivative (Hz)", lo=0.001, hi=100.0, dynamic=True)
+
+
+@dataclass
+class PipelineConfig:
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    smoothing: SmoothingConfig = field(default_factory=SmoothingConfig)
+
+    def validate(self) -> list[str]:
+        """Reasons this configuration is invalid (empty when it is valid)."""
+        return [reason for section, f in iter_fields(self)
+                if (reason := check_value(f, getattr(section, f.name))) is not None]
+
+    def check(self) -> "PipelineConfig":
+        reasons = self.validate()
+        if reasons:
+            raise ValueError("invalid configuration: " + "; ".join(reasons))
+        return self
+
+    def flat(self) -> dict[str, Any]:
+        """{"section.name": value}: the ROS parameter names."""
+        return {f"{sec_name}.{f.name}": getattr(section, f.name)
+                for sec_name, section in sections(self) for f in dataclasses.fields(section)}
+
+    def updated(self, values: dict[str, Any]) -> "PipelineConfig":
+        """A copy with "section.name" values replaced; unknown names raise KeyError."""
+        new = dataclasses.replace(self, **{name: dataclasses.replace(sec) for name, sec in sections(self)})
+        for key, value in values.items():
+            sec_name, _, name = key.partition(".")
+            section = getattr(new, sec_name, None)
+            if section is None or name not in {f.name for f in dataclasses.fields(section)}:
+                raise KeyError(f"unknown configuration key {key!r}")
+            setattr(section, name, value)
+        return new
+
+
+def sections(config: PipelineConfig):
+    return [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)]
+
+
+def iter_fields(config: PipelineConfig):
+    for _, section in sections(config):
+        for f in dataclasses.fields(section):
+            yield section, f
+
+
+def check_value(f: dataclasses.Field, value: Any) -> str | None:
+    """Why `value` is not acceptable for field `f`, or None."""
+    meta = f.metadata
+    expected = type(f.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        return f"{f.name} must be a {expected.__name__}, got {value!r}"
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}"
+    if expected in (int, float):
+        if value != value:  # NaN
+            return f"{f.name} must be a number, got NaN"
+        lo, hi = meta.get("lo"), meta.get("hi")
+        if lo is not None and value < lo or hi is not None and value > hi:
+            return f"{f.name} must be in [{lo}, {hi}], got {value}"
+    return None

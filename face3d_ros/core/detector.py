@@ -1,0 +1,144 @@
+"""BlazeFace face detection (MediaPipe's short- and full-range models): image -> [Detection].
+
+Anchors, box decoding and weighted NMS follow MediaPipe's face_detection_*_range graphs
+(SsdAnchorsCalculator, TensorsToDetectionsCalculator, NonMaxSuppressionCalculator WEIGHTED).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .backends import OnnxModel
+from .types import Detection
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    file: str
+    input_size: int
+    strides: tuple[int, ...]
+    anchors_per_cell: tuple[int, ...]   # per stride, after MediaPipe merges layers of equal stride
+
+
+SHORT_RANGE = DetectorSpec("face_detection_short_range.onnx", 128, (8, 16), (2, 6))
+FULL_RANGE = DetectorSpec("face_detection_full_range.onnx", 192, (4,), (1,))
+SPECS = {"short": (SHORT_RANGE,), "full": (FULL_RANGE,), "both": (SHORT_RANGE, FULL_RANGE)}
+
+NUM_KEYPOINTS = 6
+SCORE_CLIP = 100.0  # MediaPipe clips the logits before the sigmoid
+
+
+def make_anchors(spec: DetectorSpec) -> np.ndarray:
+    """(A, 2) anchor centres in [0, 1]; every anchor has unit size (fixed_anchor_size)."""
+    centres = []
+    for stride, per_cell in zip(spec.strides, spec.anchors_per_cell):
+        cells = int(np.ceil(spec.input_size / stride))
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=1).reshape(-1, 2))
+    return np.concatenate(centres).astype(np.float32)
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Resize keeping the aspect ratio and pad to size x size (as MediaPipe's FIT mode).
+
+    Returns the padded RGB image in [-1, 1], the scale (model px per image px) and the padding offset.
+    """
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    offset = np.array([(size - new_w) // 2, (size - new_h) // 2])
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[offset[1]:offset[1] + new_h, offset[0]:offset[0] + new_w] = resized
+    tensor = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) * (2.0 / 255.0) - 1.0
+    return tensor, scale, offset
+
+
+def to_model_layout(tensor: np.ndarray, input_shape: tuple) -> np.ndarray:
+    """Add the batch axis; transpose HWC -> CHW when the model takes NCHW."""
+    if len(input_shape) == 4 and input_shape[1] == 3:
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor[None])
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) box with (M, 4) boxes, all x0, y0, x1, y1."""
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
+                 iou_threshold: float) -> list[Detection]:
+    """MediaPipe's weighted NMS: overlapping boxes are averaged, weighted by score; the top score is kept."""
+    order = np.argsort(-scores)
+    scores, boxes, keypoints = scores[order], boxes[order], keypoints[order]
+    remaining = np.ones(len(scores), bool)
+    detections = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        group = remaining & (box_iou(boxes[i], boxes) > iou_threshold)
+        group[i] = True
+        remaining &= ~group
+        weights = scores[group] / scores[group].sum()
+        detections.append(Detection(score=float(scores[i]),
+                                    bbox=(weights[:, None] * boxes[group]).sum(0),
+                                    keypoints=(weights[:, None, None] * keypoints[group]).sum(0)))
+    return detections
+
+
+class BlazeFaceModel:
+    """One BlazeFace model: letterboxed image in, boxes and keypoints in image pixels out."""
+
+    def __init__(self, spec: DetectorSpec, model: OnnxModel):
+        self.spec, self.model = spec, model
+        self.anchors = make_anchors(spec)
+        shapes = {name: o.shape for name, o in zip(model.output_names, model.session.get_outputs())}
+        self.regressors_name = next(n for n, s in shapes.items() if s[-1] == 16)
+        self.scores_name = next(n for n, s in shapes.items() if s[-1] == 1)
+
+    def __call__(self, image: np.ndarray, min_score: float):
+        tensor, scale, offset = letterbox(image, self.spec.input_size)
+        outputs = self.model(to_model_layout(tensor, self.model.input_shape))
+        logits = np.clip(outputs[self.scores_name].reshape(-1).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        keep = scores >= min_score
+        scores, anchors = scores[keep], self.anchors[keep]
+        raw = outputs[self.regressors_name].reshape(-1, 16)[keep]
+        size = float(self.spec.input_size)
+        centre = raw[:, 0:2] / size + anchors                     # normalised to the letterboxed input
+        half = raw[:, 2:4] / size / 2.0
+        boxes = np.concatenate([centre - half, centre + half], axis=1)
+        keypoints = raw[:, 4:].reshape(-1, NUM_KEYPOINTS, 2) / size + anchors[:, None, :]
+        # letterboxed [0, 1] -> image pixels
+        boxes = (boxes * size - np.tile(offset, 2)) / scale
+        keypoints = (keypoints * size - offset) / scale
+        return scores.astype(np.float64), boxes.astype(np.float64), keypoints.astype(np.float64)
+
+
+class FaceDetector:
+    """Runs the configured BlazeFace model(s) and merges their detections with weighted NMS."""
+
+    def __init__(self, models: list[BlazeFaceModel]):
+        self.models = models
+
+    def __call__(self, image: np.ndarray, min_score: float, iou_threshold: float,
+                 max_faces: int) -> list[Detection]:
+        results = [m(image, min_score) for m in self.models]
+        scores = np.concatenate([r[0] for r in results])
+        if scores.size == 0:
+            return []
+        boxes = np.concatenate([r[1] for r in results])
+        keypoints = np.concatenate([r[2] for r in results])
+        detections = weighted_nms(scores, boxes, keypoints, iou_threshold)
+        detections.sort(key=lambda d: -(d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]))
+        return detections[:max_faces]

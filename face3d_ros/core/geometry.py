@@ -1,0 +1,499 @@
+"""Metric head pose and dense face mesh from MediaPipe face-mesh landmarks (no ROS imports).
+
+Frames and units (see types.py and the README):
+- camera: REP-103 optical frame (x right, y down, z forward), metres;
+- face: REP-155 (x out of the face, y to the person's left, z up), origin between the eyes (the midpoint of
+  the two eye centres, each the mean of its two corners), metres;
+- canonical: MediaPipe's canonical face model (x the person's left, y up, z out of the face); the .obj files
+  are in centimetres, everything here is in metres. v_canonical = P_CANONICAL_FROM_FACE @ v_face.
+
+The pose is a perspective-n-point fit of the rigid canonical face to the undistorted 2D landmarks:
+an SQPnP start on MediaPipe's Procrustes landmarks (the most rigid ones), then a weighted Gauss-Newton
+refinement on all mesh points, each weighted by how rigid it is, by how squarely it faces the camera
+under the current estimate (MediaPipe's points on the far side of a turned face are guesses) and by a
+robust (Huber) term. The canonical head has average adult size; when both irises are seen well the head's
+size (and so its distance) is corrected from the iris diameter, which varies little between adults.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .config import PoseConfig
+from .model_files import models_dir
+from .types import CameraModel, InputError
+
+MESH_POINTS = 468                      # MediaPipe face-mesh points
+MESH_WITH_IRIS_POINTS = 478            # + 5 points per iris (centre first, then 4 contour points)
+RIGHT_IRIS = 468                       # the person's right iris (beside landmark 33)
+LEFT_IRIS = 473                        # the person's left iris (beside landmark 263)
+RIGHT_EYE_CORNERS = (33, 133)          # outer, inner
+LEFT_EYE_CORNERS = (263, 362)
+
+CANONICAL_OBJ = "canonical_face_model.obj"
+CANONICAL_WITH_IRIS_OBJ = "face_model_with_iris.obj"
+PROCRUSTES_PBTXT = "geometry_pipeline_metadata_landmarks.pbtxt"
+
+# v_canonical = P @ v_face: face x (out of the face) = canonical z, face y (left) = canonical x,
+# face z (up) = canonical y.
+P_CANONICAL_FROM_FACE = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+# A frontal face looking into the camera: face x = -z_cam, face y = +x_cam, face z = -y_cam.
+R_CAM_FACE_FRONTAL = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 0.0, 0.0]])
+_FLIP_YZ = np.diag([1.0, -1.0, -1.0])
+
+# --- fit settings (reasoned defaults, checked on synthetic data and AFLW2000-3D samples) ---
+BASE_WEIGHT = 0.2            # weight of a mesh point outside MediaPipe's Procrustes basis (basis max = 1)
+VISIBLE_COS_LO = 0.0         # facing-the-camera cosine at which a point's weight starts to rise from 0 ...
+VISIBLE_COS_HI = 0.35        # ... and where it reaches full weight
+HUBER_K = 2.0                # Huber threshold, in units of the robust residual scale
+GN_ITERATIONS = 8
+GN_TOLERANCE = 1e-7          # stop when the update (rad, and m relative to depth) is below this
+
+# --- iris scale ---
+MIN_IRIS_DIAMETER_PX = 8.0   # below this an iris is too small to measure a size from
+MAX_IRIS_TURN_DEG = 40.0     # face turned further from the camera than this: no iris scale
+MAX_IRIS_DISAGREEMENT = 0.15  # the two eyes' scales must agree within this fraction
+DEPTH_SCALE_RANGE = (0.85, 1.2)  # plausible adult head size relative to the canonical head
+
+# Error (RMS reprojection / face size) at which the fit confidence has fallen to half the landmark score.
+HALF_CONFIDENCE_ERROR = 0.05
+
+
+# ----------------------------------------------------------------------------------------------------------
+# conventions
+# ----------------------------------------------------------------------------------------------------------
+
+def yaw_pitch_roll_deg(R_cam_face: np.ndarray) -> tuple[float, float, float]:
+    """Yaw, pitch and roll in degrees of a face rotation, in the AFLW2000-3D (300W-LP) convention.
+
+    With Ra = P R_cam_face^T diag(1, -1, -1) (P = P_CANONICAL_FROM_FACE), Ra = Rz(roll) Ry(yaw) Rx(pitch):
+    yaw = asin(-Ra[2,0]), pitch = atan2(Ra[2,1], Ra[2,2]), roll = atan2(Ra[1,0], Ra[0,0]).
+    Signs: +yaw = the face turns toward the image's left, +pitch = the face looks up, +roll = the top of the
+    head tilts toward the image's right. A frontal face looking into the camera gives (0, 0, 0). The angles
+    are relative to the camera's optical axis (not to the line of sight to the face).
+    """
+    R = np.asarray(R_cam_face, dtype=np.float64)
+    Ra = P_CANONICAL_FROM_FACE @ R.T @ _FLIP_YZ
+    yaw = math.asin(float(np.clip(-Ra[2, 0], -1.0, 1.0)))
+    pitch = math.atan2(Ra[2, 1], Ra[2, 2])
+    roll = math.atan2(Ra[1, 0], Ra[0, 0])
+    return math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
+
+
+def rotation_from_yaw_pitch_roll_deg(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """R_cam_face (3x3) for yaw, pitch, roll in degrees: the inverse of `yaw_pitch_roll_deg`.
+
+    R_cam_face = diag(1, -1, -1) Ra^T P with Ra = Rz(roll) Ry(yaw) Rx(pitch) (AFLW2000-3D convention;
+    same signs as `yaw_pitch_roll_deg`).
+    """
+    Ra = Rotation.from_euler("ZYX", [roll, yaw, pitch], degrees=True).as_matrix()  # Rz(roll) Ry(yaw) Rx(pitch)
+    return _FLIP_YZ @ Ra.T @ P_CANONICAL_FROM_FACE
+
+
+def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (x, y, z, w) of a rotation matrix, as geometry_msgs/Quaternion orders it, w >= 0."""
+    return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat(canonical=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 68-point (iBUG / 300W) subset of the mesh
+# ----------------------------------------------------------------------------------------------------------
+
+# The 68 iBUG points as MediaPipe mesh indices, in iBUG order: jaw 0-16 from the person's right ear to the
+# left one, right brow 17-21, left brow 22-26, nose bridge 27-30, nostrils 31-35, right eye 36-41, left eye
+# 42-47 (from the outer corner, clockwise in the image), outer lips 48-59, inner lips 60-67.
+# This is the widely used mapping (e.g. LatentSync, face-alignment ports), checked by plotting it on the
+# canonical mesh. Note: iBUG's jaw points 0-16 lie on the face's visible silhouette (they slide over the
+# cheek as the head turns), while here they are fixed mesh vertices on a contour of the face: at large yaw
+# the far-side jaw points stay on the hidden side of the face instead of moving to the outline, as in the
+# 3D-landmark convention of AFLW2000-3D.
+LANDMARKS_68 = np.array([
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw 0-16
+    71, 63, 105, 66, 107,                                       # right brow 17-21
+    336, 296, 334, 293, 301,                                    # left brow 22-26
+    168, 197, 5, 4,                                             # nose bridge 27-30
+    75, 97, 2, 326, 305,                                        # nostrils 31-35
+    33, 160, 158, 133, 153, 144,                                # right eye 36-41
+    362, 385, 387, 263, 373, 380,                               # left eye 42-47
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,        # outer lips 48-59
+    78, 82, 13, 312, 308, 317, 14, 87,                          # inner lips 60-67
+], dtype=np.int64)
+LANDMARKS_68.setflags(write=False)
+
+
+def landmarks_68(landmarks_px: np.ndarray) -> np.ndarray:
+    """(68, 2) iBUG-order image points (x, y) from MediaPipe landmarks (N >= 468, 2 or 3 columns)."""
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    if points.ndim != 2 or points.shape[0] < MESH_POINTS or points.shape[1] not in (2, 3):
+        raise InputError(f"landmarks must be (468 or 478, 2 or 3), got shape {points.shape}")
+    return points[LANDMARKS_68, :2].copy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# canonical face
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CanonicalFace:
+    """MediaPipe's canonical face in metres (478 vertices with the irises), read-only arrays.
+
+    vertices, normals: canonical axes (x the person's left, y up, z out of the face).
+    vertices_face, normals_face: REP-155 face frame (x out, y left, z up), vertices relative to `origin`.
+    triangles (898, 3): 0-based, counter-clockwise seen from in front of the face (normals point out).
+    iris_triangles (8, 3): the two iris discs of face_model_with_iris.obj.
+    procrustes_weights (468,): MediaPipe's Procrustes landmark weights (0 off the basis).
+    origin (3,): the face frame origin in canonical coordinates (the midpoint of the two eye centres).
+    iris_diameter_m: the model's own iris diameter (mean over both eyes and both axes).
+    """
+
+    vertices: np.ndarray
+    normals: np.ndarray
+    vertices_face: np.ndarray
+    normals_face: np.ndarray
+    triangles: np.ndarray
+    iris_triangles: np.ndarray
+    procrustes_weights: np.ndarray
+    origin: np.ndarray
+    iris_diameter_m: float
+
+
+def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    vertices, faces = [], []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            vertices.append([float(x) for x in parts[1:4]])
+        elif parts[0] == "f":
+            faces.append([int(p.split("/")[0]) - 1 for p in parts[1:]])
+    if not vertices or not faces or any(len(f) != 3 for f in faces):
+        raise ValueError(f"{path} is not a triangle mesh")
+    return np.array(vertices, dtype=np.float64), np.array(faces, dtype=np.int64)
+
+
+def _read_procrustes_weights(path: Path) -> np.ndarray:
+    weights = np.zeros(MESH_POINTS)
+    pattern = re.compile(r"landmark_id:\s*(\d+)\s+weight:\s*([-+0-9.eE]+)")
+    for index, weight in pattern.findall(path.read_text()):
+        weights[int(index)] = float(weight)
+    if not np.any(weights > 0):
+        raise ValueError(f"no Procrustes weights in {path}")
+    return weights
+
+
+def _vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (counter-clockwise triangles give outward normals)."""
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    face_normals = np.cross(b - a, c - a)          # length = 2 x area
+    normals = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(normals, triangles[:, k], face_normals)
+    return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+
+@lru_cache(maxsize=4)
+def load_canonical_face(folder: str = "") -> CanonicalFace:
+    """The canonical face from `models_dir(folder)` (cached: read once per folder)."""
+    root = models_dir(folder)
+    base_vertices, triangles = _read_obj(root / CANONICAL_OBJ)
+    iris_vertices, iris_faces = _read_obj(root / CANONICAL_WITH_IRIS_OBJ)
+    if (base_vertices.shape != (MESH_POINTS, 3) or iris_vertices.shape != (MESH_WITH_IRIS_POINTS, 3)
+            or not np.allclose(iris_vertices[:MESH_POINTS], base_vertices, atol=1e-6)):
+        raise ValueError(f"unexpected canonical face geometry in {root}")
+    vertices = iris_vertices / 100.0  # cm -> m
+    iris_triangles = iris_faces[np.any(iris_faces >= MESH_POINTS, axis=1)]
+    # MediaPipe's triangles are counter-clockwise seen from the front; keep them so, but check it (a
+    # clockwise file would give inward normals): the summed area vector must point out of the face (+z).
+    area = np.cross(vertices[triangles[:, 1]] - vertices[triangles[:, 0]],
+                    vertices[triangles[:, 2]] - vertices[triangles[:, 0]]).sum(axis=0)
+    if area[2] < 0:
+        triangles = triangles[:, ::-1].copy()
+    iris_area = np.cross(vertices[iris_triangles[:, 1]] - vertices[iris_triangles[:, 0]],
+                         vertices[iris_triangles[:, 2]] - vertices[iris_triangles[:, 0]]).sum(axis=0)
+    if iris_area[2] < 0:
+        iris_triangles = iris_triangles[:, ::-1].copy()
+    normals = _vertex_normals(vertices, np.vstack([triangles, iris_triangles]))
+    origin = (vertices[list(RIGHT_EYE_CORNERS)].mean(axis=0) + vertices[list(LEFT_EYE_CORNERS)].mean(axis=0)) / 2
+    diameters = [np.linalg.norm(vertices[c + 1] - vertices[c + 3]) for c in (RIGHT_IRIS, LEFT_IRIS)]
+    diameters += [np.linalg.norm(vertices[c + 2] - vertices[c + 4]) for c in (RIGHT_IRIS, LEFT_IRIS)]
+    face = CanonicalFace(
+        vertices=vertices, normals=normals,
+        vertices_face=(vertices - origin) @ P_CANONICAL_FROM_FACE,   # row-wise P^T (v - origin)
+        normals_face=normals @ P_CANONICAL_FROM_FACE,
+        triangles=triangles, iris_triangles=iris_triangles,
+        procrustes_weights=_read_procrustes_weights(root / PROCRUSTES_PBTXT),
+        origin=origin, iris_diameter_m=float(np.mean(diameters)))
+    for value in vars(face).values():
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+    return face
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pose
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class HeadPose:
+    """A metric head pose in the camera optical frame.
+
+    R_cam_face maps REP-155 face-frame vectors into the camera frame; t_cam_face (metres) is the face frame
+    origin (between the eyes) in the camera frame. vertices_cam (N, 3) is the canonical mesh, scaled by
+    depth_scale and posed into the camera frame (N = the number of input landmarks, 468 or 478).
+    fit_rmse_px: RMS reprojection error (pixels) over the points facing the camera.
+    confidence in [0, 1] from the fit error relative to the face size and the landmark score.
+    depth_scale: head size relative to the canonical head, from the iris (1.0 = not measured).
+    """
+
+    R_cam_face: np.ndarray
+    t_cam_face: np.ndarray
+    vertices_cam: np.ndarray
+    fit_rmse_px: float
+    confidence: float
+    depth_scale: float = 1.0
+    iris_depth_scale: float = float("nan")   # the iris measurement before clamping (nan = none)
+
+
+def check_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
+    """The landmarks as a float64 (N, 2 or 3) array, N = 468 or 478; InputError says what is wrong."""
+    try:
+        points = np.asarray(landmarks_px, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"landmarks must be a numeric (468 or 478, 3) array: {error}") from None
+    if points.ndim != 2 or points.shape[0] not in (MESH_POINTS, MESH_WITH_IRIS_POINTS) \
+            or points.shape[1] not in (2, 3):
+        raise InputError(f"landmarks must have shape (468, 3) or (478, 3), got {points.shape}")
+    if not np.all(np.isfinite(points[:, :2])):
+        raise InputError(f"landmarks contain NaN or inf ({int(np.sum(~np.isfinite(points[:, :2])))} values)")
+    return points
+
+
+def undistort_normalised(points_px: np.ndarray, camera: CameraModel) -> np.ndarray:
+    """(N, 2) distorted pixel coordinates -> undistorted normalised image coordinates (x/z, y/z)."""
+    src = np.ascontiguousarray(points_px, dtype=np.float64).reshape(-1, 1, 2)
+    if not camera.has_distortion:
+        K = camera.K
+        out = np.empty((len(points_px), 2))
+        out[:, 1] = (points_px[:, 1] - K[1, 2]) / K[1, 1]
+        out[:, 0] = (points_px[:, 0] - K[0, 2] - K[0, 1] * out[:, 1]) / K[0, 0]
+        return out
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-10)
+    if camera.distortion_model == "equidistant":
+        out = cv2.fisheye.undistortPoints(src, camera.K, camera.D.reshape(4, 1), criteria=criteria)
+    else:
+        # cv2.undistortPoints with a criteria iterates to convergence (the default stops after 5 steps,
+        # too few for strong barrel distortion at the image edge)
+        out = cv2.undistortPoints(src, camera.K, camera.D, R=None, P=None, criteria=criteria)
+    return out.reshape(-1, 2)
+
+
+def _skew_cross_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product a x b for (M, 3) arrays (faster than np.cross for small M)."""
+    out = np.empty_like(a)
+    out[:, 0] = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+    out[:, 1] = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+    out[:, 2] = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+    return out
+
+
+def _rodrigues(w: np.ndarray) -> np.ndarray:
+    theta = math.sqrt(float(w @ w))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = w / theta
+    Kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + math.sin(theta) * Kx + (1.0 - math.cos(theta)) * (Kx @ Kx)
+
+
+def _facing_weight(Xr: np.ndarray, Pc: np.ndarray, normals_rot: np.ndarray) -> np.ndarray:
+    """0..1 per point: how squarely the (rotated) surface normal faces the camera at the posed point."""
+    cos = -np.einsum("ij,ij->i", normals_rot, Pc) / np.maximum(np.linalg.norm(Pc, axis=1), 1e-9)
+    return np.clip((cos - VISIBLE_COS_LO) / (VISIBLE_COS_HI - VISIBLE_COS_LO), 0.0, 1.0)
+
+
+def _conjugate_major_semi_axis(u: np.ndarray, v: np.ndarray) -> float:
+    """Major semi-axis of the ellipse with conjugate semi-diameters u, v (the image of a circle's two
+    perpendicular radii): a^2 = (|u|^2 + |v|^2 + sqrt((|u|^2 + |v|^2)^2 - 4 (u x v)^2)) / 2.
+    It equals the circle's radius over its distance, whatever the circle's tilt (no foreshortening)."""
+    s = float(u @ u + v @ v)
+    c = float(u[0] * v[1] - u[1] * v[0])
+    return math.sqrt(max(0.0, (s + math.sqrt(max(0.0, s * s - 4.0 * c * c))) / 2.0))
+
+
+class HeadPoseSolver:
+    """`HeadPoseSolver(config).solve(landmarks_px, camera) -> HeadPose` (one per face; thread-compatible:
+    it keeps no state between calls)."""
+
+    def __init__(self, config: PoseConfig | None = None, models_dir: str = ""):
+        self.config = config if config is not None else PoseConfig()
+        self.face = load_canonical_face(models_dir)
+        face = self.face
+        X = face.vertices_face[:MESH_POINTS]
+        self._X = np.ascontiguousarray(X)
+        self._normals = np.ascontiguousarray(face.normals_face[:MESH_POINTS])
+        procrustes = face.procrustes_weights / face.procrustes_weights.max()
+        self._base_weight = np.maximum(procrustes, BASE_WEIGHT)
+        self._basis = np.flatnonzero(face.procrustes_weights > 0)
+        self._face_height_m = float(np.ptp(face.vertices[:MESH_POINTS, 1]))
+
+    # -- public --------------------------------------------------------------------------------------------
+
+    def solve(self, landmarks_px: np.ndarray, camera: CameraModel, landmark_score: float = 1.0,
+              previous: HeadPose | None = None) -> HeadPose:
+        """Metric pose of one face from its landmarks (N x 3 pixels, distorted as in the raw image).
+
+        `previous` (this face's pose in the previous image) replaces the PnP start when given.
+        Raises InputError for landmarks of the wrong shape or with NaN/inf values.
+        """
+        if not isinstance(camera, CameraModel):
+            raise InputError(f"camera must be a CameraModel, got {type(camera).__name__}")
+        points = check_landmarks(landmarks_px)
+        n = points.shape[0]
+        uv = undistort_normalised(points[:, :2], camera)
+        R, t = None, None
+        if previous is not None and previous.t_cam_face is not None and previous.R_cam_face is not None:
+            scale = previous.depth_scale if previous.depth_scale > 0 else 1.0
+            t_prev = np.asarray(previous.t_cam_face, dtype=np.float64) / scale
+            if np.all(np.isfinite(t_prev)) and t_prev[2] > 0:
+                R, t = np.asarray(previous.R_cam_face, dtype=np.float64), t_prev
+        if R is None:
+            R, t = self._initial_pose(uv[:MESH_POINTS])
+        R, t, residual_sq, visible = self._refine(uv[:MESH_POINTS], R, t, camera.K)
+
+        rmse = float(math.sqrt(residual_sq[visible].mean())) if np.any(visible) else float("inf")
+        face_px = camera.K[0, 0] * self._face_height_m / max(float(t[2]), 1e-6)
+        score = float(np.clip(landmark_score, 0.0, 1.0)) if np.isfinite(landmark_score) else 0.0
+        error = rmse / max(face_px, 1e-9)
+        confidence = score / (1.0 + (error / HALF_CONFIDENCE_ERROR) ** 2) if np.isfinite(error) else 0.0
+
+        scale, measured = 1.0, float("nan")
+        if n == MESH_WITH_IRIS_POINTS:
+            measured = self.iris_depth_scale(uv, R, t, camera)
+            if self.config.iris_scale and np.isfinite(measured):
+                scale = float(np.clip(measured, *DEPTH_SCALE_RANGE))
+
+        t_scaled = t * scale
+        vertices = (self.face.vertices_face[:n] * scale) @ R.T + t_scaled
+        return HeadPose(R_cam_face=R, t_cam_face=t_scaled, vertices_cam=vertices, fit_rmse_px=rmse,
+                        confidence=float(confidence), depth_scale=scale, iris_depth_scale=measured)
+
+    def iris_depth_scale(self, uv: np.ndarray, R: np.ndarray, t: np.ndarray, camera: CameraModel) -> float:
+        """Head size relative to the canonical head from the two irises, or nan when not measurable.
+
+        For each eye the 5 iris points (undistorted, normalised) are turned into a virtual camera looking
+        straight at the iris centre (this removes the off-axis stretch of a wide lens); the iris outline's
+        major semi-axis there, from its two measured diameters taken as conjugate diameters of an ellipse,
+        is its radius over its distance whatever the gaze or head turn (no foreshortening). The distance
+        implied by a config.iris_diameter_m iris, over the distance of the canonical model's iris centre
+        under the canonical-size fit (R, t), is the head's size relative to the canonical head (scaling the
+        whole scene about the camera leaves the image unchanged). Equivalently: the ratio of the canonical
+        model's own projected iris (iris_diameter_m of CanonicalFace) to the measured one, times
+        config.iris_diameter_m / CanonicalFace.iris_diameter_m.
+        Not measurable: an iris under MIN_IRIS_DIAMETER_PX pixels, the face turned more than
+        MAX_IRIS_TURN_DEG from the camera, or the two eyes disagreeing by more than MAX_IRIS_DISAGREEMENT.
+        """
+        if uv.shape[0] < MESH_WITH_IRIS_POINTS:
+            return float("nan")
+        to_camera = -t / np.linalg.norm(t)
+        if float(R[:, 0] @ to_camera) < math.cos(math.radians(MAX_IRIS_TURN_DEG)):
+            return float("nan")
+        focal = math.sqrt(camera.K[0, 0] * camera.K[1, 1])
+        scales = []
+        for first in (RIGHT_IRIS, LEFT_IRIS):
+            rays = np.column_stack([uv[first:first + 5], np.ones(5)])
+            centre = rays[0] / np.linalg.norm(rays[0])
+            # rotation taking the centre ray onto +z (any roll about it: the size does not depend on it)
+            helper = np.array([1.0, 0.0, 0.0]) if abs(centre[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+            x_axis = np.cross(helper, centre)
+            x_axis /= np.linalg.norm(x_axis)
+            Q = np.vstack([x_axis, np.cross(centre, x_axis), centre])
+            local = rays @ Q.T
+            local = local[:, :2] / local[:, 2:3]
+            semi = _conjugate_major_semi_axis((local[1] - local[3]) / 2.0, (local[2] - local[4]) / 2.0)
+            if 2.0 * semi * focal < MIN_IRIS_DIAMETER_PX:
+                return float("nan")
+            measured_range = self.config.iris_diameter_m / (2.0 * semi)
+            canonical_range = float(np.linalg.norm(R @ self.face.vertices_face[first] + t))
+            scales.append(measured_range / canonical_range)
+        if abs(scales[0] - scales[1]) > MAX_IRIS_DISAGREEMENT * (scales[0] + scales[1]) / 2.0:
+            return float("nan")
+        return float(np.mean(scales))
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _initial_pose(self, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SQPnP (globally optimal) on the Procrustes landmarks, EPnP on all points as a fallback."""
+        K = np.eye(3)
+        for method, index in ((cv2.SOLVEPNP_SQPNP, self._basis), (cv2.SOLVEPNP_EPNP, slice(None))):
+            ok, rvec, tvec = cv2.solvePnP(self._X[index], uv[index], K, None, flags=method)
+            if ok and np.all(np.isfinite(tvec)) and tvec[2, 0] > 0:
+                return cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+        raise InputError("no head pose fits these landmarks (degenerate points)")
+
+    def _refine(self, uv: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray):
+        """Weighted, robust Gauss-Newton on the reprojection error in normalised coordinates.
+
+        Weight per point = rigidity (Procrustes basis) x facing-the-camera x Huber; returns R, t, the
+        squared pixel residual per point and the mask of points facing the camera.
+        """
+        X, N = self._X, self._normals
+        fx, fy = K[0, 0], K[1, 1]
+        u_obs, v_obs = uv[:, 0], uv[:, 1]
+        R = R.copy()
+        t = t.astype(np.float64).copy()
+        for iteration in range(GN_ITERATIONS + 1):
+            Xr = X @ R.T
+            Pc = Xr + t
+            iz = 1.0 / Pc[:, 2]
+            u = Pc[:, 0] * iz
+            v = Pc[:, 1] * iz
+            ru, rv = u - u_obs, v - v_obs
+            residual_sq = (ru * fx) ** 2 + (rv * fy) ** 2
+            facing = _facing_weight(Xr, Pc, N @ R.T)
+            visible = facing > 0
+            if iteration == GN_ITERATIONS:
+                break
+            weight = self._base_weight * facing
+            # Huber on the pixel residual; scale from the median over the points facing the camera
+            r = np.sqrt(residual_sq)
+            sigma = 1.4826 * float(np.median(r[visible])) if np.any(visible) else 1.0
+            k = HUBER_K * max(sigma, 1e-3)
+            weight = weight * np.minimum(1.0, k / np.maximum(r, 1e-12))
+            # d(u, v)/d(P): [iz, 0, -u iz], [0, iz, -v iz]; d P/d(omega) (left increment) = -[Xr]x
+            Ju_P = np.column_stack([iz, np.zeros_like(iz), -u * iz])
+            Jv_P = np.column_stack([np.zeros_like(iz), iz, -v * iz])
+            Ju = np.hstack([_skew_cross_rows(Xr, Ju_P), Ju_P])
+            Jv = np.hstack([_skew_cross_rows(Xr, Jv_P), Jv_P])
+            wu, wv = weight * fx * fx, weight * fy * fy
+            H = (Ju * wu[:, None]).T @ Ju + (Jv * wv[:, None]).T @ Jv
+            g = (Ju.T @ (wu * ru)) + (Jv.T @ (wv * rv))
+            H[np.diag_indices(6)] *= 1.0 + 1e-6
+            try:
+                step = -np.linalg.solve(H, g)
+            except np.linalg.LinAlgError:
+                break
+            R = _rodrigues(step[:3]) @ R
+            t = t + step[3:]
+            if t[2] <= 0:
+                raise InputError("head pose fit diverged (face behind the camera)")
+            if max(float(np.abs(step[:3]).max()), float(np.abs(step[3:]).max()) / t[2]) < GN_TOLERANCE:
+                # converged: one more pass computes the final residuals and visibility
+                Xr = X @ R.T
+                Pc = Xr + t
+                u = Pc[:, 0] / Pc[:, 2]
+                v = Pc[:, 1] / Pc[:, 2]
+                residual_sq = ((u - u_obs) * fx) ** 2 + ((v - v_obs) * fy) ** 2
+                visible = _facing_weight(Xr, Pc, N @ R.T) > 0
+                break
+        # re-orthonormalise (accumulated products of rotations drift by ~1e-16 per step)
+        U, _, Vt = np.linalg.svd(R)
+        R = U @ Vt
+        return R, t, residual_sq, visible

@@ -1,0 +1,73 @@
+"""Where the shipped models live, and checking them against their manifest.
+
+Search order: an explicit folder, $FACE3D_MODELS_DIR, the installed share folder (ament index, then
+<sys.prefix>/share/face3d_ros/models for pip installs), then the source tree's models/.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+MARKER = "canonical_face_model.obj"
+MANIFEST = "MANIFEST.sha256"
+
+
+def _candidates(override: str) -> list[Path]:
+    places = []
+    if override:
+        places.append(Path(override).expanduser())
+    if os.environ.get("FACE3D_MODELS_DIR"):
+        places.append(Path(os.environ["FACE3D_MODELS_DIR"]).expanduser())
+    try:  # a sourced ROS install (colcon)
+        from ament_index_python.packages import get_package_share_directory
+        places.append(Path(get_package_share_directory("face3d_ros")) / "models")
+    except Exception:  # not installed that way, or no ament_index_python: try the next place
+        pass
+    places.append(Path(sys.prefix) / "share" / "face3d_ros" / "models")
+    places.append(Path(__file__).resolve().parents[2] / "models")
+    return places
+
+
+@lru_cache(maxsize=8)
+def models_dir(override: str = "") -> Path:
+    """The first folder holding the models; FileNotFoundError lists the places tried."""
+    tried = _candidates(override)
+    if override:  # an explicit folder must be used, never silently replaced by another
+        tried = tried[:1]
+    for place in tried:
+        if (place / MARKER).is_file():
+            return place
+    raise FileNotFoundError("face3d_ros models not found; tried: " + ", ".join(str(p) for p in tried))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, str]:
+    """{file name: sha256} from MANIFEST.sha256 (sha256sum format)."""
+    entries = {}
+    for line in (folder / MANIFEST).read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            entries[name.lstrip("*")] = digest
+    return entries
+
+
+def verify_model_file(path: Path) -> None:
+    """Raise ValueError when a model file is missing or differs from the manifest beside it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"model file missing: {path}")
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return  # a user's own model folder without a manifest: nothing to check against
+    expected = read_manifest(path.parent).get(path.name)
+    if expected is not None and sha256_of(path) != expected:
+        raise ValueError(f"model file {path} does not match {MANIFEST} (corrupt or replaced)")

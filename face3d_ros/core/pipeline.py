@@ -1,0 +1,200 @@
+"""The vision pipeline: image -> detections -> ROIs -> landmarks -> metric pose -> tracks.
+
+With tracking on it works like MediaPipe's face mesh graph: the landmarks of one image give the crops of
+the next, and the detector runs only to find new faces (every `detect_interval` images) or when a tracked
+face is lost. With tracking off every image is processed on its own (detector every time, no smoothing).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+
+from .backends import OnnxModel, provider_chain
+from .config import PipelineConfig
+from .detector import SPECS, BlazeFaceModel, FaceDetector, box_iou
+from .geometry import HeadPoseSolver
+from .landmarks import FaceLandmarker, IrisLandmarker
+from .model_files import models_dir, verify_model_file
+from .roi import MESH_POINTS, roi_from_detection, roi_from_landmarks, roi_iou
+from .tracking import FaceTracker
+from .types import CameraModel, Face, InputError
+
+log = logging.getLogger("face3d_ros")
+
+MIN_IMAGE_SIDE = 16
+MAX_IMAGE_SIDE = 16384
+DUPLICATE_IOU = 0.5   # two ROIs (or landmark boxes) overlapping more than this hold the same face
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """Check an image and return it as 3-channel uint8 BGR; InputError says what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"image must be uint8, got {image.dtype}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise InputError(f"image must be HxW (mono), HxWx3 (BGR) or HxWx4 (BGRA), got shape {image.shape}")
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE or max(h, w) > MAX_IMAGE_SIDE:
+        raise InputError(f"image size {w}x{h} is outside [{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}] pixels")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
+    points = landmarks_px[:MESH_POINTS, :2]
+    return np.concatenate([points.min(axis=0), points.max(axis=0)])
+
+
+class FacePipeline:
+    """`FacePipeline(config).process(image_bgr, camera, stamp_ns) -> list[Face]`.
+
+    One instance follows one camera stream (it keeps the ROIs and tracks of the previous image).
+    """
+
+    def __init__(self, config: PipelineConfig | None = None):
+        self.config = (config or PipelineConfig()).check()
+        folder = models_dir(self.config.backend.models_dir)
+        chain = provider_chain(self.config.backend)
+
+        def load(name: str) -> OnnxModel:
+            verify_model_file(folder / name)
+            return OnnxModel(folder / name, self.config.backend, chain)
+
+        self.detector = FaceDetector([BlazeFaceModel(spec, load(spec.file))
+                                      for spec in SPECS[self.config.detector.detector_range]])
+        self.landmarker = FaceLandmarker(load("face_landmark.onnx"))
+        self.iris = IrisLandmarker(load("iris_landmark.onnx")) if self.config.landmarks.refine_iris else None
+        self.solver = HeadPoseSolver(self.config.pose)
+        self.tracker = FaceTracker(self.config.tracking, self.config.smoothing)
+        self.backend = self.landmarker.model.backend
+        log.info("face3d pipeline: backend %s (%s), detector %s, models from %s", self.backend,
+                 self.landmarker.model.active_provider, self.config.detector.detector_range, folder)
+        self.frames = 0
+        self.detector_runs = 0
+        self.stage_ms: dict[str, float] = {}
+        self._previous: list[Face] = []
+        self._detect_next = True
+
+    @property
+    def models(self) -> list[OnnxModel]:
+        found = [m.model for m in self.detector.models] + [self.landmarker.model]
+        return found + ([self.iris.model] if self.iris else [])
+
+    def update_config(self, values: dict) -> None:
+        """Change run-time settings ("section.name": value); the models stay loaded."""
+        config = self.config.updated(values).check()
+        for name in ("detector", "landmarks", "pose", "tracking", "smoothing"):
+            section, new = getattr(self.config, name), getattr(config, name)
+            section.__dict__.update(new.__dict__)  # in place: the solver and tracker hold these objects
+
+    def reset(self) -> None:
+        """Forget the previous images (a new stream, or stamps that jumped backwards)."""
+        self._previous = []
+        self._detect_next = True
+        self.tracker.reset()
+
+    @contextmanager
+    def _stage(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.stage_ms[name] = self.stage_ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+
+    def process(self, image: np.ndarray, camera: CameraModel | None = None,
+                stamp_ns: int | None = None) -> list[Face]:
+        """Faces in `image` (uint8 BGR, BGRA or mono) seen by `camera` (default: see CameraModel.default_for)."""
+        image = as_bgr(image)
+        h, w = image.shape[:2]
+        if camera is None:
+            camera = CameraModel.default_for(w, h)
+        elif not isinstance(camera, CameraModel):
+            raise InputError(f"camera must be a CameraModel, got {type(camera).__name__}")
+        if stamp_ns is None:
+            stamp_ns = time.monotonic_ns()
+        self.stage_ms = defaultdict(float)
+        tracking = self.config.tracking.enabled
+
+        faces = self._landmarks(image, tracking)
+        with self._stage("pose"):
+            for face in faces:
+                pose = self.solver.solve(face.landmarks_px, camera, face.landmark_score)
+                face.R_cam_face, face.t_cam_face = pose.R_cam_face, pose.t_cam_face
+                face.vertices_cam, face.fit_rmse_px = pose.vertices_cam, pose.fit_rmse_px
+                face.pose_confidence, face.depth_scale = pose.confidence, pose.depth_scale
+        self._previous = faces
+        self.frames += 1
+        if not tracking:
+            return faces
+        with self._stage("tracking"):
+            return self.tracker.update(faces, stamp_ns)
+
+    def _landmarks(self, image: np.ndarray, tracking: bool) -> list[Face]:
+        """Faces with landmarks: from the previous image's ROIs, plus the detector when it is due."""
+        cfg = self.config
+        tracked = [Face(bbox=f.bbox, detection_score=f.detection_score,
+                        roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale))
+                   for f in self._previous] if tracking else []
+        due = (not tracking or self._detect_next or not tracked
+               or self.frames % cfg.tracking.detect_interval == 0)
+        detected = self._detect(image) if due else []
+        candidates = (tracked + self._new_faces(tracked, detected))[:cfg.detector.max_faces]
+        faces = self._drop_duplicates(self._run_landmarks(image, candidates))
+        if tracking and not due and len(faces) < len(tracked):
+            # a tracked face was lost: look for faces again in this same image rather than the next one
+            fresh = self._new_faces(faces, self._detect(image))
+            faces = self._drop_duplicates(faces + self._run_landmarks(image, fresh))
+        self._detect_next = tracking and len(faces) < len(tracked)
+        faces = faces[:cfg.detector.max_faces]
+        if self.iris and faces:
+            with self._stage("iris"):
+                for face, refined in zip(faces, self.iris(image, [f.landmarks_px for f in faces])):
+                    face.landmarks_px = refined
+        return faces
+
+    def _detect(self, image: np.ndarray) -> list[Face]:
+        cfg = self.config
+        with self._stage("detect"):
+            detections = self.detector(image, cfg.detector.min_detection_score, cfg.detector.nms_iou,
+                                       cfg.detector.max_faces)
+        self.detector_runs += 1
+        return [Face(bbox=d.bbox, detection_score=d.score, roi=roi_from_detection(d, cfg.landmarks.roi_scale))
+                for d in detections]
+
+    @staticmethod
+    def _new_faces(known: list[Face], detected: list[Face]) -> list[Face]:
+        """Detections overlapping no known face (a tracked ROI beats a detection, as in MediaPipe)."""
+        return [d for d in detected if all(roi_iou(d.roi, k.roi) <= DUPLICATE_IOU for k in known)]
+
+    def _run_landmarks(self, image: np.ndarray, candidates: list[Face]) -> list[Face]:
+        cfg = self.config
+        with self._stage("landmarks"):
+            results = self.landmarker(image, [c.roi for c in candidates])
+        faces = []
+        for candidate, (points, score) in zip(candidates, results):
+            if score >= cfg.landmarks.min_landmark_score:
+                candidate.landmarks_px, candidate.landmark_score = points, score
+                candidate.bbox = landmark_box(points)
+                faces.append(candidate)
+        return faces
+
+    @staticmethod
+    def _drop_duplicates(faces: list[Face]) -> list[Face]:
+        """Two crops that converged on one face: keep the more confident."""
+        kept: list[Face] = []
+        for face in sorted(faces, key=lambda f: -f.landmark_score):
+            if not kept or box_iou(face.bbox, np.array([k.bbox for k in kept])).max() <= DUPLICATE_IOU:
+                kept.append(face)
+        return kept
+
+    @property
+    def inference_ms(self) -> float:
+        """Total time spent inside onnxruntime so far (all models)."""
+        return sum(m.inference_s for m in self.models) * 1e3

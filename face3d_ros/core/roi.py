@@ -1,0 +1,76 @@
+"""Regions of interest: detection -> ROI, landmarks -> ROI (tracking), and the rotated crops they define.
+
+As in MediaPipe, a ROI is a square turned so that the eyes are level in the crop (the landmark models
+are trained on upright faces), enlarged around the face box.
+Pixel coordinates follow OpenCV and CameraInfo: integer values at pixel centres.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .types import Detection, Roi
+
+# MediaPipe face-mesh indices of the eye corners: the person's right eye is on the image's left.
+RIGHT_EYE_OUTER, RIGHT_EYE_INNER, LEFT_EYE_INNER, LEFT_EYE_OUTER = 33, 133, 362, 263
+MESH_POINTS = 468
+
+
+def eye_line_rotation(start: np.ndarray, end: np.ndarray) -> float:
+    """Angle (radians) that turns the crop so the start -> end vector points along the crop's +x."""
+    return float(np.arctan2(end[1] - start[1], end[0] - start[0]))
+
+
+def square_roi(points: np.ndarray, start: np.ndarray, end: np.ndarray, scale: float) -> Roi:
+    """Square ROI around the bounding box of `points`, turned along start -> end, enlarged by `scale`."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    return Roi(center=(lo + hi) / 2.0, size=float(max(hi - lo)) * scale, rotation=eye_line_rotation(start, end))
+
+
+def roi_from_detection(detection: Detection, scale: float) -> Roi:
+    box = detection.bbox.reshape(2, 2)
+    return square_roi(box, detection.keypoints[0], detection.keypoints[1], scale)
+
+
+def roi_from_landmarks(landmarks_px: np.ndarray, scale: float) -> Roi:
+    """The next image's crop from this image's landmarks (ROI tracking)."""
+    points = landmarks_px[:MESH_POINTS, :2]
+    return square_roi(points, points[RIGHT_EYE_OUTER], points[LEFT_EYE_OUTER], scale)
+
+
+def image_from_crop(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
+    """2x3 affine from crop coordinates (0..out_size, 0 at the crop's left edge) to image pixels."""
+    c, s = np.cos(roi.rotation), np.sin(roi.rotation)
+    linear = np.array([[c, -s], [s, c]]) * (roi.size / out_size)
+    if flip:
+        linear = linear @ np.diag([-1.0, 1.0])
+    offset = roi.center - linear @ np.array([out_size / 2.0, out_size / 2.0])
+    return np.hstack([linear, offset[:, None]])
+
+
+def crop(image: np.ndarray, roi: Roi, out_size: int, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The ROI resampled to out_size x out_size RGB in [0, 1], and the crop -> image affine."""
+    affine = image_from_crop(roi, out_size, flip)
+    # warpAffine samples crop pixel u at its centre, u + 0.5 in crop coordinates
+    sample = affine.copy()
+    sample[:, 2] += affine[:, :2] @ np.array([0.5, 0.5])
+    patch = cv2.warpAffine(image, sample, (out_size, out_size),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    rgb = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
+    return rgb.astype(np.float32) * (1.0 / 255.0), affine
+
+
+def crop_to_image(points: np.ndarray, affine: np.ndarray, out_size: int, roi_size: float) -> np.ndarray:
+    """(N, 3) crop points (x, y, z in crop pixels) -> image pixels; z scales like x (MediaPipe)."""
+    xy = points[:, :2] @ affine[:, :2].T + affine[:, 2]
+    z = points[:, 2:3] * (roi_size / out_size)
+    return np.hstack([xy, z])
+
+
+def roi_iou(a: Roi, b: Roi) -> float:
+    """IoU of the axis-aligned squares of two ROIs (enough to tell whether they hold the same face)."""
+    ha, hb = a.size / 2.0, b.size / 2.0
+    lo = np.maximum(a.center - ha, b.center - hb)
+    hi = np.minimum(a.center + ha, b.center + hb)
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    return inter / (a.size ** 2 + b.size ** 2 - inter)

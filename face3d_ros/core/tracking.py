@@ -1,0 +1,246 @@
+"""Multi-face tracking: stable ids over images, track states, per-track smoothing.
+
+Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every update):
+- Association: Hungarian assignment (scipy's linear_sum_assignment) on cost 1 - IoU between each face's box
+  and each track's box predicted to this stamp (last box moved by the track's velocity, so faces crossing
+  each other keep their ids); pairs with IoU < min_iou (or no overlap at all) are never matched.
+- States (as in the FacePose message): TENTATIVE until a track has been matched in min_hits images in a row;
+  TRACKED when matched in this image; COASTING when a confirmed track is unmatched in this image: it is
+  returned with its last smoothed face, so consumers see continuity, until it is dropped.
+- `update` returns the confirmed tracks (TRACKED and COASTING), in the order the tracks started; pass
+  include_tentative=True for the tentative ones too.
+- Dropped: a tentative track at its first miss (most are false detections); a confirmed track unmatched in
+  more than max_age images in a row, or unmatched with its last match more than max_gap_s ago.
+  `removed_ids` lists the ids dropped by the last update (tentative ones included).
+- Resets: a new track starts fresh filters; a track matched after more than max_gap_s (a gap in the image
+  stream) keeps its id but restarts its filters and velocity; a stamp going backwards (a looping bag)
+  drops every track. Ids are never reused within a tracker's life.
+- Reliability: a face updates its filters only when its landmarks are finite and, if it has a pose, the
+  pose is finite with pose_confidence >= min_pose_confidence. Otherwise the track is still matched and
+  kept alive, but publishes its last smoothed landmarks, pose and mesh (see FaceSmoother.update).
+- Faces: the caller's Face objects and arrays are never modified nor kept; returned faces are copies that
+  share no array with the tracker, with track_id, track_age (images since the track's first, 0 on it) and
+  track_state set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import string
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .config import SmoothingConfig, TrackingConfig
+from .smoothing import NS_PER_S, FaceSmoother
+from .types import Face, Roi
+
+TENTATIVE, TRACKED, COASTING = 0, 1, 2
+
+# Until SmoothingConfig has a `min_pose_confidence` field, this default applies.
+DEFAULT_MIN_POSE_CONFIDENCE = 0.3
+# Weight of the newest box velocity measurement (the rest is the previous estimate): tames landmark jitter.
+VELOCITY_GAIN = 0.5
+# Cost of a pair the gate forbids: above any real cost (<= 1), so the solver only uses it when forced.
+FORBIDDEN_COST = 1e6
+
+
+@dataclasses.dataclass
+class Track:
+    """One face over time. `face` is its last output; `bbox` and `last_landmarks_px` its last measurement
+    (unsmoothed, so without lag: what the next image's crop should follow)."""
+
+    track_id: str
+    face: Face
+    bbox: np.ndarray
+    last_landmarks_px: np.ndarray | None
+    last_seen_stamp_ns: int
+    smoother: FaceSmoother = dataclasses.field(default_factory=FaceSmoother)
+    velocity_px_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    hits: int = 1           # images matched since the track started
+    age: int = 0            # images since the track started
+    misses: int = 0         # images unmatched in a row
+    state: int = TENTATIVE
+
+    @property
+    def confirmed(self) -> bool:
+        return self.state != TENTATIVE
+
+    def predicted_bbox(self, stamp_ns: int) -> np.ndarray:
+        """The last box moved by the track's velocity to `stamp_ns`."""
+        dx, dy = self.velocity_px_s * ((stamp_ns - self.last_seen_stamp_ns) / NS_PER_S)
+        return self.bbox + np.array([dx, dy, dx, dy])
+
+
+class FaceTracker:
+    """Associates each image's faces with tracks and smooths them; see the module docstring for the rules.
+
+    `tracking` and `smoothing` are read at every update: change their fields, or assign new objects, at run
+    time and the next update uses them.
+    """
+
+    def __init__(self, tracking: TrackingConfig, smoothing: SmoothingConfig) -> None:
+        self.tracking = tracking
+        self.smoothing = smoothing
+        self.removed_ids: list[str] = []
+        self._tracks: dict[str, Track] = {}
+        self._ids_issued = 0
+        self._last_stamp_ns: int | None = None
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Live tracks, tentative ones included, in the order they started."""
+        return list(self._tracks.values())
+
+    def reset(self) -> None:
+        """Drop every track (their ids go to `removed_ids`); ids issued later are still new ones."""
+        self.removed_ids.extend(self._tracks)
+        self._tracks.clear()
+
+    def update(self, faces: list[Face], stamp_ns: int, include_tentative: bool = False) -> list[Face]:
+        """Track the faces of the image stamped `stamp_ns`; returns copies of the published faces."""
+        self.removed_ids = []
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            self.reset()
+        self._last_stamp_ns = stamp_ns
+        self._expire(stamp_ns)
+        for track in self._tracks.values():
+            track.age += 1
+        matches, lost, new_faces = self._associate(faces, stamp_ns)
+        for track, face in matches:
+            self._hit(track, face, stamp_ns)
+        for track in lost:
+            self._miss(track, stamp_ns)
+        for face in new_faces:
+            self._start(face, stamp_ns)
+        return self.published_faces(include_tentative)
+
+    def published_faces(self, include_tentative: bool = False) -> list[Face]:
+        """Copies of the live tracks' last faces: confirmed tracks, and tentative ones when asked."""
+        return [copy_face(t.face) for t in self._tracks.values() if t.confirmed or include_tentative]
+
+    def _expire(self, stamp_ns: int) -> None:
+        """Apply max_gap_s before matching: drop missed tracks gone too long; restart the others' filters."""
+        max_gap_ns = self.tracking.max_gap_s * NS_PER_S
+        for track in list(self._tracks.values()):
+            if stamp_ns - track.last_seen_stamp_ns <= max_gap_ns:
+                continue
+            if track.misses:
+                self._drop(track)
+            else:  # seen in the previous image, but the images stopped for a while
+                track.smoother.reset()
+                track.velocity_px_s = np.zeros(2)
+
+    def _associate(self, faces: list[Face], stamp_ns: int):
+        """(track, face) matches, unmatched tracks, unmatched faces."""
+        tracks = list(self._tracks.values())
+        if not tracks or not faces:
+            return [], tracks, list(faces)
+        predicted = np.array([t.predicted_bbox(stamp_ns) for t in tracks])
+        iou = box_iou(predicted, np.array([f.bbox for f in faces], dtype=np.float64))
+        allowed = (iou >= self.tracking.min_iou) & (iou > 0.0)
+        rows, cols = linear_sum_assignment(np.where(allowed, 1.0 - iou, FORBIDDEN_COST))
+        pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
+        matched_tracks = {r for r, _ in pairs}
+        matched_faces = {c for _, c in pairs}
+        return ([(tracks[r], faces[c]) for r, c in pairs],
+                [t for i, t in enumerate(tracks) if i not in matched_tracks],
+                [f for j, f in enumerate(faces) if j not in matched_faces])
+
+    def _hit(self, track: Track, face: Face, stamp_ns: int) -> None:
+        self._update_velocity(track, face.bbox, stamp_ns)
+        track.hits += 1
+        track.misses = 0
+        track.state = TRACKED if track.confirmed or track.hits >= self.tracking.min_hits else TENTATIVE
+        self._measure(track, face, stamp_ns)
+
+    def _miss(self, track: Track, stamp_ns: int) -> None:
+        track.misses += 1
+        gone_too_long = stamp_ns - track.last_seen_stamp_ns > self.tracking.max_gap_s * NS_PER_S
+        if not track.confirmed or track.misses > self.tracking.max_age or gone_too_long:
+            self._drop(track)
+            return
+        track.state = COASTING
+        track.face = dataclasses.replace(track.face, track_age=track.age, track_state=COASTING)
+
+    def _start(self, face: Face, stamp_ns: int) -> None:
+        track_id = track_id_from_index(self._ids_issued)
+        self._ids_issued += 1
+        track = Track(track_id, face, face.bbox, None, stamp_ns)
+        track.state = TRACKED if self.tracking.min_hits <= 1 else TENTATIVE
+        self._tracks[track_id] = track
+        self._measure(track, face, stamp_ns)
+
+    def _measure(self, track: Track, face: Face, stamp_ns: int) -> None:
+        """Take this image's measurement: copies of what the tracker keeps, then the smoothed output."""
+        face = copy_face(face)
+        track.bbox = np.asarray(face.bbox, dtype=np.float64)
+        track.last_landmarks_px = face.landmarks_px
+        track.last_seen_stamp_ns = stamp_ns
+        reliable = is_reliable(face, min_pose_confidence(self.smoothing))
+        smoothed = track.smoother.update(face, stamp_ns, self.smoothing, reliable)
+        track.face = dataclasses.replace(smoothed, track_id=track.track_id, track_age=track.age,
+                                         track_state=track.state)
+
+    def _update_velocity(self, track: Track, bbox, stamp_ns: int) -> None:
+        dt = (stamp_ns - track.last_seen_stamp_ns) / NS_PER_S
+        if dt <= 0.0:
+            return
+        measured = (box_center(bbox) - box_center(track.bbox)) / dt
+        gain = 1.0 if track.hits == 1 else VELOCITY_GAIN  # no estimate yet: take the first as it is
+        track.velocity_px_s = track.velocity_px_s + gain * (measured - track.velocity_px_s)
+
+    def _drop(self, track: Track) -> None:
+        del self._tracks[track.track_id]
+        self.removed_ids.append(track.track_id)
+
+
+def is_reliable(face: Face, min_pose_confidence: float) -> bool:
+    """Whether `face` may update the filters: finite landmarks and, when it has a pose, a finite pose with
+    pose_confidence >= min_pose_confidence (which folds in the landmark score and the fit residual)."""
+    if face.landmarks_px is not None and not np.isfinite(face.landmarks_px).all():
+        return False
+    if not face.has_pose:
+        return True
+    return (face.pose_confidence >= min_pose_confidence and bool(np.isfinite(face.R_cam_face).all())
+            and bool(np.isfinite(face.t_cam_face).all()))
+
+
+def min_pose_confidence(smoothing: SmoothingConfig) -> float:
+    return getattr(smoothing, "min_pose_confidence", DEFAULT_MIN_POSE_CONFIDENCE)
+
+
+def track_id_from_index(index: int) -> str:
+    """0 -> "a", 25 -> "z", 26 -> "aa", 27 -> "ab", ...: short, starts with a letter, valid in ROS topic
+    and frame names (REP-155), and distinct for distinct indices."""
+    letters = ""
+    index += 1
+    while index > 0:
+        index, digit = divmod(index - 1, 26)
+        letters = string.ascii_lowercase[digit] + letters
+    return letters
+
+
+def box_center(bbox) -> np.ndarray:
+    return np.array([(bbox[0] + bbox[2]) * 0.5, (bbox[1] + bbox[3]) * 0.5])
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in `a` (N, 4) with every box in `b` (M, 4), boxes as x0, y0, x1, y1 -> (N, M)."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
+
+
+def copy_face(face: Face) -> Face:
+    """A copy of `face` sharing no array with it, so neither can change the other through a write."""
+    def copied(a):
+        return None if a is None else np.array(a)
+    return dataclasses.replace(
+        face, bbox=copied(face.bbox),
+        roi=Roi(copied(face.roi.center), face.roi.size, face.roi.rotation) if face.roi is not None else None,
+        landmarks_px=copied(face.landmarks_px), R_cam_face=copied(face.R_cam_face),
+        t_cam_face=copied(face.t_cam_face), vertices_cam=copied(face.vertices_cam))

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Check the ONNX models in models/ against their TFLite originals on a real face.
+
+Runs every ONNX model (onnxruntime) and the original TFLite model from the
+mediapipe==0.10.21 wheel (TensorFlow's TFLite interpreter, both with the
+default XNNPACK delegate and with the plain reference kernels) on
+test/data/astronaut.png (NASA, public domain):
+  * detectors: the whole image resized to 128x128 / 192x192, scaled to [-1, 1];
+  * face_landmark: a square crop around the face, 192x192, [0, 1];
+  * iris_landmark: 64x64 crops around both eyes (placed with the landmarks), [0, 1].
+Prints the max abs difference per output and exits non-zero if any is >= 1e-3.
+It also checks that batch=3 calls of the dynamic-batch models equal three
+single calls, and with --bench prints CPU timings (median of 50 runs, 2 threads).
+
+Needs the build venv (tensorflow + mediapipe); it re-executes itself in
+/tmp/face3d-model-build (created with models/build_models.py if missing).
+
+    python models/check_models.py [--bench] [--venv DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parent
+ROOT = MODELS_DIR.parent
+IMAGE_CANDIDATES = [ROOT / "test" / "data" / "astronaut.png",
+                    ROOT.parent / "shared" / "data" / "single_face" / "skimage_astronaut.png"]
+TOL = 1e-3
+BATCH_TOL = 1e-5
+
+sys.path.insert(0, str(MODELS_DIR))
+import build_models  # noqa: E402  (MODELS, DEFAULT_VENV, ensure_venv)
+
+
+def load_image():
+    import cv2
+    for p in IMAGE_CANDIDATES:
+        if p.exists():
+            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), p
+    raise SystemExit(f"no test image found in {IMAGE_CANDIDATES}")
+
+
+def crop_resize(img, cx, cy, size, out, flip=False):
+    """Square crop centred at (cx, cy) of side `size` px, resized to out x out (affine, border replicate)."""
+    import cv2
+    import numpy as np
+    s = out / size
+    M = np.array([[s, 0, out / 2 - s * cx], [0, s, out / 2 - s * cy]], dtype=np.float64)
+    if flip:
+        M = np.array([[-1, 0, out], [0, 1, 0]], dtype=np.float64) @ np.vstack([M, [0, 0, 1]])
+    return cv2.warpAffine(img, M[:2], (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class TFLite:
+    def __init__(self, path, xnnpack=True, threads=2):
+        import tensorflow as tf
+        kw = {}
+        if not xnnpack:
+            kw["experimental_op_resolver_type"] = \
+                tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.it = tf.lite.Interpreter(model_path=str(path), num_threads=threads, **kw)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]["index"]
+        self.outs = [d["index"] for d in self.it.get_output_details()]
+
+    def __call__(self, x):
+        self.it.set_tensor(self.inp, x)
+        self.it.invoke()
+        return [self.it.get_tensor(i).copy() for i in self.outs]
+
+
+def ort_session(path, threads=2):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def median_ms(fn, n=50, warmup=10):
+    import numpy as np
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(ts))
+
+
+def sigmoid(x):
+    import numpy as np
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80, 80)))
+
+
+def run_checks(bench: bool) -> int:
+    import numpy as np
+    import mediapipe
+    assert mediapipe.__version__ == "0.10.21", mediapipe.__version__
+    mp_root = Path(mediapipe.__file__).resolve().parent.parent
+    img, img_path = load_image()
+    h, w = img.shape[:2]
+    print(f"image: {img_path} ({w}x{h})")
+
+    # ---- inputs -------------------------------------------------------
+    import cv2
+    f = lambda a: a.astype(np.float32)  # noqa: E731
+    inputs = {}
+    for name, size in (("face_detection_short_range", 128), ("face_detection_full_range", 192)):
+        inputs[name] = f(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))[None] / 127.5 - 1.0
+    # face box of the astronaut: centre (225, 118), side ~190 px
+    face = f(crop_resize(img, 225, 118, 190, 192))[None] / 255.0
+    inputs["face_landmark"] = face
+
+    failures = []
+    results = {}
+    rows = []
+    for name, spec in build_models.MODELS.items():
+        onnx_path = MODELS_DIR / spec["onnx"]
+        tfl_path = mp_root / spec["wheel_path"]
+        sess = ort_session(onnx_path)
+        if name == "iris_landmark":
+            # eye crops placed with the face_landmark output (ONNX), as the product would do
+            lm = results["face_landmark"][0].reshape(468, 3)[:, :2]
+            to_img = lambda p: np.array([225 - 95, 118 - 95]) + p * (190 / 192)  # noqa: E731
+            eyes = []
+            for (a, b), flip in (((33, 133), False), ((362, 263), True)):
+                pa, pb = to_img(lm[a]), to_img(lm[b])
+                c = (pa + pb) / 2
+                side = 2.3 * np.linalg.norm(pb - pa)
+                eyes.append(f(crop_resize(img, c[0], c[1], side, 64, flip=flip))[None] / 255.0)
+            inputs[name] = eyes[0]
+            extra_batch = eyes
+        x = inputs[name]
+        got = sess.run(None, {spec["inputs"][0]: x})
+        results[name] = got
+        for variant, xnn in (("tflite+xnnpack", True), ("tflite-reference", False)):
+            ref = TFLite(tfl_path, xnnpack=xnn)(x)
+            for oname, o, r in zip(spec["outputs"], got, ref):
+                r = r.reshape(o.shape)
+                d = float(np.max(np.abs(o - r)))
+                rows.append((name, oname, variant, d))
+                if not (d < TOL) or not np.all(np.isfinite(o)):
+                    failures.append(f"{name}.{oname} vs {variant}: {d:.3g}")
+
+        # sanity: the face is found / present
+        if name.startswith("face_detection"):
+            print(f"  {name}: max face score {sigmoid(got[1]).max():.4f}")
+        if name == "face_landmark":
+            print(f"  {name}: face presence {sigmoid(got[1]).item():.4f}")
+
+        if spec.get("dynamic_batch"):
+            if name == "face_landmark":
+                batch = [face, face[:, :, ::-1].copy(), f(crop_resize(img, 230, 112, 210, 192))[None] / 255.0]
+            else:
+                batch = extra_batch + [eyes[0][:, ::-1].copy()]
+            xb = np.concatenate(batch, axis=0)
+            out_b = sess.run(None, {spec["inputs"][0]: xb})
+            singles = [sess.run(None, {spec["inputs"][0]: b}) for b in batch]
+            for k, oname in enumerate(spec["outputs"]):
+                stacked = np.concatenate([s[k] for s in singles], axis=0)
+                d = float(np.max(np.abs(out_b[k] - stacked)))
+                rows.append((name, oname, "batch3 vs 3 single", d))
+                if not (d < BATCH_TOL) or out_b[k].shape[0] != 3:
+                    failures.append(f"{name}.{oname} batch=3 vs single: {d:.3g}")
+
+    print(f"\n{'model':<28}{'output':<13}{'reference':<22}max abs diff")
+    for name, oname, variant, d in rows:
+        print(f"{name:<28}{oname:<13}{variant:<22}{d:.3e}")
+
+    if bench:
+        import onnxruntime as ort
+        print(f"\nCPU timings, median of 50 runs, 2 threads (onnxruntime {ort.__version__})")
+        for name, spec in build_models.MODELS.items():
+            sess = ort_session(MODELS_DIR / spec["onnx"])
+            feed = {spec["inputs"][0]: inputs[name]}
+            t_ort = median_ms(lambda: sess.run(None, feed))
+            tfl = TFLite(mp_root / spec["wheel_path"], xnnpack=True)
+            t_tfl = median_ms(lambda: tfl(inputs[name]))
+            print(f"  {name:<28} onnxruntime {t_ort:6.3f} ms   tflite+xnnpack {t_tfl:6.3f} ms")
+
+    if failures:
+        print("\nFAILED:\n  " + "\n  ".join(failures))
+        return 1
+    print(f"\nOK: all outputs within {TOL} of TFLite; batch=3 equals single calls")
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", action="store_true", help="also time onnxruntime vs TFLite")
+    ap.add_argument("--venv", default=str(build_models.DEFAULT_VENV))
+    ap.add_argument("--in-venv", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not args.in_venv:
+        py = build_models.ensure_venv(Path(args.venv), reuse=True)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        sys.exit(subprocess.call([str(py), str(Path(__file__).resolve()), "--in-venv", *sys.argv[1:]], env=env))
+    sys.exit(run_checks(args.bench))
+
+
+if __name__ == "__main__":
+    main()
