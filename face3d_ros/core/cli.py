@@ -102,7 +102,7 @@ def parse_args(argv=None):
     for name in ("fx", "fy", "cx", "cy"):
         cam.add_argument(f"--{name}", type=float)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--detector-range", choices=DETECTOR_RANGES, default="full")
     parser.add_argument("--max-faces", type=int, default=10)
     parser.add_argument("--no-smoothing", action="store_true", help="video: keep per-frame poses")

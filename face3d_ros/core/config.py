@@ -26,7 +26,8 @@ class BackendConfig:
                         "cpu, cuda or tensorrt", choices=BACKENDS)
     strict: bool = spec(False, "Fail instead of falling back when the requested backend is unavailable")
     device_id: int = spec(0, "GPU index for cuda/tensorrt", lo=0, hi=63)
-    threads: int = spec(2, "CPU threads per model (intra-op); 0 lets onnxruntime decide", lo=0, hi=256)
+    threads: int = spec(1, "CPU threads per model (intra-op; these small models run fastest on 1); 0 lets "
+                        "onnxruntime decide", lo=0, hi=256)
     fp16: bool = spec(True, "TensorRT: allow fp16 kernels")
     engine_cache_dir: str = spec("~/.cache/face3d_ros/trt_engines", "TensorRT engine cache directory")
     models_dir: str = spec("", "Folder with the ONNX models and canonical geometry; empty = the installed ones")
@@ -78,11 +79,14 @@ class TrackingConfig:
 @dataclass
 class SmoothingConfig:
     enabled: bool = spec(True, "One Euro smoothing of landmarks, translation and rotation", dynamic=True)
-    min_cutoff: float = spec(1.0, "One Euro minimum cutoff frequency (Hz): lower = less jitter, more lag",
+    min_cutoff: float = spec(0.3, "One Euro minimum cutoff frequency (Hz): lower = less jitter, more lag",
                              lo=0.001, hi=100.0, dynamic=True)
-    beta: float = spec(0.5, "One Euro speed coefficient: higher = less lag on fast motion", lo=0.0,
+    beta: float = spec(4.0, "One Euro speed coefficient: higher = less lag on fast motion", lo=0.0,
                        hi=100.0, dynamic=True)
     d_cutoff: float = spec(1.0, "One Euro cutoff for the derivative (Hz)", lo=0.001, hi=100.0, dynamic=True)
+    min_pose_confidence: float = spec(0.3, "Faces below this pose confidence (bad fit, occluded) do not update "
+                                      "the filters: the last smoothed pose is published instead",
+                                      lo=0.0, hi=1.0, dynamic=True)
 
 
 @dataclass
@@ -132,6 +136,9 @@ def iter_fields(config: PipelineConfig):
             yield section, f
 
 
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def check_value(f: dataclasses.Field, value: Any) -> str | None:
     """Why `value` is not acceptable for field `f`, or None."""
     meta = f.metadata
@@ -139,7 +146,7 @@ def check_value(f: dataclasses.Field, value: Any) -> str | None:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        return f"{f.name} must be a {expected.__name__}, got {value!r}"
+        return f"{f.name} must be {TYPE_NAMES[expected]}, got {value!r}"
     if meta.get("choices") and value not in meta["choices"]:
         return f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}"
     if expected in (int, float):

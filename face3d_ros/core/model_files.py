@@ -71,3 +71,8 @@ def verify_model_file(path: Path) -> None:
     expected = read_manifest(path.parent).get(path.name)
     if expected is not None and sha256_of(path) != expected:
         raise ValueError(f"model file {path} does not match {MANIFEST} (corrupt or replaced)")
+
+
+def share_dir(override: str = "") -> Path:
+    """The package's share folder (models/, config/, launch/): installed, or the source tree."""
+    return models_dir(override).parent

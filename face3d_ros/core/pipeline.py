@@ -73,7 +73,7 @@ class FacePipeline:
                                       for spec in SPECS[self.config.detector.detector_range]])
         self.landmarker = FaceLandmarker(load("face_landmark.onnx"))
         self.iris = IrisLandmarker(load("iris_landmark.onnx")) if self.config.landmarks.refine_iris else None
-        self.solver = HeadPoseSolver(self.config.pose)
+        self.solver = HeadPoseSolver(self.config.pose, models_dir=self.config.backend.models_dir)
         self.tracker = FaceTracker(self.config.tracking, self.config.smoothing)
         self.backend = self.landmarker.model.backend
         log.info("face3d pipeline: backend %s (%s), detector %s, models from %s", self.backend,
@@ -124,11 +124,7 @@ class FacePipeline:
 
         faces = self._landmarks(image, tracking)
         with self._stage("pose"):
-            for face in faces:
-                pose = self.solver.solve(face.landmarks_px, camera, face.landmark_score)
-                face.R_cam_face, face.t_cam_face = pose.R_cam_face, pose.t_cam_face
-                face.vertices_cam, face.fit_rmse_px = pose.vertices_cam, pose.fit_rmse_px
-                face.pose_confidence, face.depth_scale = pose.confidence, pose.depth_scale
+            faces = [face for face in faces if self._solve_pose(face, camera)]
         self._previous = faces
         self.frames += 1
         if not tracking:
@@ -136,11 +132,26 @@ class FacePipeline:
         with self._stage("tracking"):
             return self.tracker.update(faces, stamp_ns)
 
+    def _solve_pose(self, face: Face, camera: CameraModel) -> bool:
+        """Fill in the metric pose; a tracked face starts from its previous pose. False: no valid fit."""
+        try:
+            pose = self.solver.solve(face.landmarks_px, camera, face.landmark_score,
+                                     previous=face if face.has_pose else None)
+        except InputError as err:  # degenerate landmarks: drop this face, keep the others
+            log.debug("face dropped: %s", err)
+            return False
+        face.R_cam_face, face.t_cam_face = pose.R_cam_face, pose.t_cam_face
+        face.vertices_cam, face.fit_rmse_px = pose.vertices_cam, pose.fit_rmse_px
+        face.pose_confidence, face.depth_scale = pose.confidence, pose.depth_scale
+        return True
+
     def _landmarks(self, image: np.ndarray, tracking: bool) -> list[Face]:
         """Faces with landmarks: from the previous image's ROIs, plus the detector when it is due."""
         cfg = self.config
+        # A tracked face carries its previous pose as the starting guess of this image's fit.
         tracked = [Face(bbox=f.bbox, detection_score=f.detection_score,
-                        roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale))
+                        roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale),
+                        R_cam_face=f.R_cam_face, t_cam_face=f.t_cam_face, depth_scale=f.depth_scale)
                    for f in self._previous] if tracking else []
         due = (not tracking or self._detect_next or not tracked
                or self.frames % cfg.tracking.detect_interval == 0)

@@ -17,7 +17,6 @@ its points by about half a face size, so the same gains suit it too.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -67,10 +66,13 @@ class OneEuroFilter:
         if stamp_ns == self._stamp_ns:
             return self._value
         dt = (stamp_ns - self._stamp_ns) / NS_PER_S
-        derivative = (x - self._value) / dt
-        self._speed = self._speed + smoothing_factor(dt, self.d_cutoff) * (derivative - self._speed)
-        cutoff = self.min_cutoff + (self.beta / scale) * np.abs(self._speed)
-        self._store(self._value + smoothing_factor(dt, cutoff) * (x - self._value), stamp_ns)
+        step = x - self._value
+        a_d = smoothing_factor(dt, self.d_cutoff)
+        self._speed = self._speed * (1.0 - a_d) + step * (a_d / dt)  # low-passed derivative
+        # smoothing_factor(dt, min_cutoff + beta |speed| / scale), in as few passes over the array as possible
+        k = 2.0 * math.pi * dt
+        r = np.abs(self._speed) * (k * self.beta / scale) + k * self.min_cutoff
+        self._store(self._value + step * (r / (r + 1.0)), stamp_ns)
         return self._value
 
     def _start(self, x: np.ndarray, stamp_ns: int) -> np.ndarray:
@@ -79,8 +81,7 @@ class OneEuroFilter:
         return self._value
 
     def _store(self, value: np.ndarray, stamp_ns: int) -> None:
-        value.flags.writeable = False  # the next sample depends on it: fail loudly on outside writes
-        self._value = value
+        self._value = frozen(value)  # the next sample depends on it: fail loudly on outside writes
         self._stamp_ns = stamp_ns
 
 
@@ -90,8 +91,8 @@ class RotationOneEuroFilter:
     Each sample moves the filtered rotation toward the input along the shortest arc, by the One Euro weight
     (a slerp): q_hat = q_hat_prev * (q_hat_prev^-1 q)^alpha. The speed is the angular velocity of that
     step, angle(q_hat_prev^-1 q) / dt, low-passed as a vector (so noise averages out instead of adding up).
-    The input is brought to the filtered rotation's hemisphere first, so q and -q (the same rotation) never
-    make the output spin. The output quaternion's sign is continuous from sample to sample.
+    The step is taken in the filtered rotation's hemisphere, so q and -q (the same rotation) never make the
+    output spin, and the output quaternion's sign is continuous from sample to sample.
     Stamps follow the module's rules (equal: previous output; backwards: reset).
     """
 
@@ -102,35 +103,37 @@ class RotationOneEuroFilter:
         self.reset()
 
     def reset(self) -> None:
-        self._quat: np.ndarray | None = None              # filtered rotation, (w, x, y, z)
-        self._angular_velocity = np.zeros(3)              # rad/s, in the filtered rotation's frame
+        # Plain float tuples: a handful of scalar operations run faster without numpy.
+        self._quat: tuple | None = None                  # filtered rotation, (w, x, y, z)
+        self._angular_velocity = (0.0, 0.0, 0.0)         # rad/s, in the filtered rotation's frame
         self._stamp_ns = 0
 
     def __call__(self, R, stamp_ns: int) -> np.ndarray:
-        """Filter the rotation matrix `R` (3x3); returns a proper rotation matrix."""
-        return matrix_from_quat(self.filter_quaternion(quat_from_matrix(R), stamp_ns))
+        """Filter the rotation matrix `R` (3x3); returns a new proper rotation matrix."""
+        return matrix_from_quat(self._filter(_quat_from_matrix(R), stamp_ns))
 
     def filter_quaternion(self, q, stamp_ns: int) -> np.ndarray:
         """Filter the quaternion `q` (w, x, y, z; any sign, normalised here); returns a new unit quaternion."""
-        q = np.asarray(q, dtype=np.float64)
-        q = q / np.linalg.norm(q)
+        return np.array(self._filter(_normalized(tuple(float(c) for c in q)), stamp_ns))
+
+    def _filter(self, q: tuple, stamp_ns: int) -> tuple:
         if self._quat is None or stamp_ns < self._stamp_ns:
             return self._start(q, stamp_ns)
         if stamp_ns == self._stamp_ns:
-            return self._quat.copy()
+            return self._quat
         dt = (stamp_ns - self._stamp_ns) / NS_PER_S
-        step = rotation_vector(quat_multiply(quat_conjugate(self._quat), q))
-        self._angular_velocity += smoothing_factor(dt, self.d_cutoff) * (step / dt - self._angular_velocity)
-        cutoff = self.min_cutoff + self.beta * float(np.linalg.norm(self._angular_velocity))
-        alpha = smoothing_factor(dt, cutoff)
-        self._quat = quat_multiply(self._quat, quat_from_rotation_vector(alpha * step))
-        self._quat /= np.linalg.norm(self._quat)
+        step = _rotation_vector(_quat_multiply(_quat_conjugate(self._quat), q))
+        a_d = smoothing_factor(dt, self.d_cutoff)
+        self._angular_velocity = tuple(w + a_d * (s / dt - w) for w, s in zip(self._angular_velocity, step))
+        alpha = smoothing_factor(dt, self.min_cutoff + self.beta * math.hypot(*self._angular_velocity))
+        step_taken = _quat_from_rotation_vector(tuple(alpha * s for s in step))
+        self._quat = _normalized(_quat_multiply(self._quat, step_taken))
         self._stamp_ns = stamp_ns
-        return self._quat.copy()
+        return self._quat
 
-    def _start(self, q: np.ndarray, stamp_ns: int) -> np.ndarray:
-        self._quat = q.copy()
-        self._angular_velocity = np.zeros(3)
+    def _start(self, q: tuple, stamp_ns: int) -> tuple:
+        self._quat = q
+        self._angular_velocity = (0.0, 0.0, 0.0)
         self._stamp_ns = stamp_ns
         return q
 
@@ -142,8 +145,8 @@ class FaceSmoother:
 
     Smoothed: landmarks_px, R_cam_face, t_cam_face, vertices_cam. Left as measured: bbox and roi (they drive
     the association and the next crop, where lag hurts) and the scores.
-    Returned faces are new objects whose smoothed arrays are not the filters' state (the other fields are
-    the input's); treat them as read-only, as `update` may hand the same arrays back while holding.
+    `update` returns a new Face whose landmark, pose and mesh arrays are read-only (successive outputs may
+    share them) and never the input's: the caller may reuse its buffers. Copy an array to modify it.
     """
 
     def __init__(self) -> None:
@@ -167,22 +170,24 @@ class FaceSmoother:
         """
         if not config.enabled:
             self.reset()
-            return dataclasses.replace(face)
+            return with_frozen_copies(face)
         if not reliable:
             return self._hold(face)
         self._set_gains(config)
-        smoothed = dataclasses.replace(face)
-        if face.landmarks_px is not None:
-            landmarks = self.landmarks(face.landmarks_px, stamp_ns, scale=face_size_px(face.bbox))
-            smoothed.landmarks_px = landmarks.astype(face.landmarks_px.dtype)  # a copy, never the state
+        landmarks = face.landmarks_px
+        if landmarks is not None:
+            scale = face_size_px(face.bbox)
+            # float64 input: the filter's state itself, read-only and never written in place, so no copy
+            landmarks = frozen(self.landmarks(landmarks, stamp_ns, scale).astype(landmarks.dtype, copy=False))
         if face.has_pose:
-            smoothed.R_cam_face = self.rotation(face.R_cam_face, stamp_ns)
-            smoothed.t_cam_face = self.translation(face.t_cam_face, stamp_ns, scale=FACE_SIZE_M).copy()
-            if face.vertices_cam is not None:
-                smoothed.vertices_cam = repose(face.vertices_cam, face.R_cam_face, face.t_cam_face,
-                                               smoothed.R_cam_face, smoothed.t_cam_face)
-        self._last = smoothed
-        return smoothed
+            R = frozen(self.rotation(face.R_cam_face, stamp_ns))
+            t = self.translation(face.t_cam_face, stamp_ns, scale=FACE_SIZE_M)  # read-only state, never written
+            vertices = None if face.vertices_cam is None else \
+                frozen(repose(face.vertices_cam, face.R_cam_face, face.t_cam_face, R, t))
+        else:
+            R, t, vertices = (frozen_copy(a) for a in (face.R_cam_face, face.t_cam_face, face.vertices_cam))
+        self._last = with_fields(face, landmarks_px=landmarks, R_cam_face=R, t_cam_face=t, vertices_cam=vertices)
+        return self._last
 
     def _set_gains(self, config: SmoothingConfig) -> None:
         for f in (self.landmarks, self.translation, self.rotation):
@@ -191,74 +196,109 @@ class FaceSmoother:
     def _hold(self, face: Face) -> Face:
         last = self._last
         if last is None:
-            return dataclasses.replace(face)
-        return dataclasses.replace(face, landmarks_px=last.landmarks_px, R_cam_face=last.R_cam_face,
-                                   t_cam_face=last.t_cam_face, vertices_cam=last.vertices_cam)
+            return with_frozen_copies(face)
+        return with_fields(face, landmarks_px=last.landmarks_px, R_cam_face=last.R_cam_face,
+                           t_cam_face=last.t_cam_face, vertices_cam=last.vertices_cam)
 
 
 def face_size_px(bbox) -> float:
     """Geometric mean of the box's sides, at least one pixel (the unit of landmark speed)."""
-    w, h = bbox[2] - bbox[0], bbox[3] - bbox[1]
+    w, h = float(bbox[2] - bbox[0]), float(bbox[3] - bbox[1])
     return max(math.sqrt(max(w, 0.0) * max(h, 0.0)), 1.0)
 
 
 def repose(vertices, R, t, R_new, t_new) -> np.ndarray:
-    """Move points rigidly from pose (R, t) to pose (R_new, t_new): R_new R^T (v - t) + t_new."""
-    M = R_new @ np.asarray(R).T
-    return (vertices @ M.T + (t_new - M @ t)).astype(np.asarray(vertices).dtype, copy=False)
+    """Move points rigidly from pose (R, t) to pose (R_new, t_new): R_new R^T (v - t) + t_new (a new array)."""
+    M_T = np.asarray(R) @ np.asarray(R_new).T   # (R_new R^T)^T, contiguous: the product below is faster
+    moved = vertices @ M_T
+    moved += t_new - t @ M_T
+    return moved.astype(np.asarray(vertices).dtype, copy=False)
 
 
-# Quaternions are (w, x, y, z), Hamilton convention, as numpy float64 arrays of shape (4,).
-
-def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    aw, ax, ay, az = a
-    bw, bx, by, bz = b
-    return np.array([aw * bw - ax * bx - ay * by - az * bz,
-                     aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw])
+def with_fields(face: Face, **changes) -> Face:
+    """A shallow copy of `face` with `changes`: dataclasses.replace without re-running __init__ (Face has no
+    __post_init__), 4x faster on this per-face hot path."""
+    new = object.__new__(type(face))
+    new.__dict__.update(face.__dict__, **changes)
+    return new
 
 
-def quat_conjugate(q: np.ndarray) -> np.ndarray:
-    return np.array([q[0], -q[1], -q[2], -q[3]])
+def frozen(a: np.ndarray) -> np.ndarray:
+    """`a`, made read-only: shared safely without copying again."""
+    a.flags.writeable = False
+    return a
 
 
-def rotation_vector(q: np.ndarray) -> np.ndarray:
-    """Axis * angle of unit quaternion `q`, the angle in [0, pi] (q and -q give the same vector)."""
-    if q[0] < 0.0:
-        q = -q
-    sin_half = math.sqrt(q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
-    if sin_half < 1e-12:
-        return 2.0 * q[1:]  # small-angle limit
-    return (2.0 * math.atan2(sin_half, q[0]) / sin_half) * q[1:]
+def frozen_copy(a):
+    return None if a is None else frozen(np.array(a))
 
 
-def quat_from_rotation_vector(v: np.ndarray) -> np.ndarray:
-    angle = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
-    if angle < 1e-12:
-        return np.array([1.0, 0.5 * v[0], 0.5 * v[1], 0.5 * v[2]])
-    s = math.sin(0.5 * angle) / angle
-    return np.array([math.cos(0.5 * angle), s * v[0], s * v[1], s * v[2]])
+def with_frozen_copies(face: Face) -> Face:
+    """A copy of `face` whose landmark, pose and mesh arrays are read-only copies."""
+    return with_fields(face, landmarks_px=frozen_copy(face.landmarks_px), R_cam_face=frozen_copy(face.R_cam_face),
+                       t_cam_face=frozen_copy(face.t_cam_face), vertices_cam=frozen_copy(face.vertices_cam))
 
+
+# Quaternions are (w, x, y, z), Hamilton convention. The public helpers take and give numpy arrays; the
+# underscored ones work on float tuples for the filter's inner loop.
 
 def quat_from_matrix(R) -> np.ndarray:
     """Unit quaternion of rotation matrix `R` (Shepperd's method: stable for every angle, including pi)."""
-    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = np.asarray(R, dtype=np.float64).tolist()
-    trace = m00 + m11 + m22
-    if trace >= max(m00, m11, m22):
-        q = [1.0 + trace, m21 - m12, m02 - m20, m10 - m01]
-    elif m00 >= m11 and m00 >= m22:
-        q = [m21 - m12, 1.0 + m00 - m11 - m22, m01 + m10, m02 + m20]
-    elif m11 >= m22:
-        q = [m02 - m20, m01 + m10, 1.0 - m00 + m11 - m22, m12 + m21]
-    else:
-        q = [m10 - m01, m02 + m20, m12 + m21, 1.0 - m00 - m11 + m22]
-    q = np.array(q)
-    return q / np.linalg.norm(q)
+    return np.array(_quat_from_matrix(R))
 
 
-def matrix_from_quat(q: np.ndarray) -> np.ndarray:
+def matrix_from_quat(q) -> np.ndarray:
     w, x, y, z = q
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
                      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
                      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def quat_multiply(a, b) -> np.ndarray:
+    return np.array(_quat_multiply(tuple(a), tuple(b)))
+
+
+def _quat_from_matrix(R) -> tuple:
+    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = np.asarray(R, dtype=np.float64).tolist()
+    trace = m00 + m11 + m22
+    if trace >= max(m00, m11, m22):
+        q = (1.0 + trace, m21 - m12, m02 - m20, m10 - m01)
+    elif m00 >= m11 and m00 >= m22:
+        q = (m21 - m12, 1.0 + m00 - m11 - m22, m01 + m10, m02 + m20)
+    elif m11 >= m22:
+        q = (m02 - m20, m01 + m10, 1.0 - m00 + m11 - m22, m12 + m21)
+    else:
+        q = (m10 - m01, m02 + m20, m12 + m21, 1.0 - m00 - m11 + m22)
+    return _normalized(q)
+
+
+def _normalized(q: tuple) -> tuple:
+    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    return (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
+
+
+def _quat_multiply(a: tuple, b: tuple) -> tuple:
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return (aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw)
+
+
+def _quat_conjugate(q: tuple) -> tuple:
+    return (q[0], -q[1], -q[2], -q[3])
+
+
+def _rotation_vector(q: tuple) -> tuple:
+    """Axis * angle of unit quaternion `q`, the angle in [0, pi]: q and -q give the same vector."""
+    w, x, y, z = q if q[0] >= 0.0 else (-q[0], -q[1], -q[2], -q[3])
+    sin_half = math.sqrt(x * x + y * y + z * z)
+    k = 2.0 * math.atan2(sin_half, w) / sin_half if sin_half > 1e-12 else 2.0  # small-angle limit
+    return (k * x, k * y, k * z)
+
+
+def _quat_from_rotation_vector(v: tuple) -> tuple:
+    angle = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    k = math.sin(0.5 * angle) / angle if angle > 1e-12 else 0.5
+    return (math.cos(0.5 * angle), k * v[0], k * v[1], k * v[2])

@@ -19,6 +19,7 @@ ASTRONAUT_FACE_CENTRE = (224.0, 128.0)   # pixels in astronaut.png, between the 
 @dataclass(frozen=True)
 class Motion:
     roll_deg_per_s: float = 0.0       # in-plane rotation speed, counter-clockwise on screen
+    roll_start_deg: float = 0.0       # roll at t = 0 for a steady turn
     roll_amplitude_deg: float = 0.0   # > 0: oscillate with this amplitude instead of turning steadily
     period_s: float = 4.0             # oscillation period for roll and scale
     scale_amplitude: float = 0.0      # scale = 1 + amplitude * sin(...): depth ratio 1 / scale
@@ -44,7 +45,8 @@ def load_sample(path: Path = SAMPLE_IMAGE) -> np.ndarray:
 def motion_at(motion: Motion, t: float) -> tuple[float, float]:
     """(roll in degrees, scale) at time t seconds."""
     phase = 2 * np.pi * t / motion.period_s
-    roll = motion.roll_amplitude_deg * np.sin(phase) if motion.roll_amplitude_deg else motion.roll_deg_per_s * t
+    roll = (motion.roll_amplitude_deg * np.sin(phase) if motion.roll_amplitude_deg
+            else motion.roll_start_deg + motion.roll_deg_per_s * t)
     return float(roll), float(1.0 + motion.scale_amplitude * np.sin(phase))
 
 

@@ -18,26 +18,26 @@ Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every updat
 - Reliability: a face updates its filters only when its landmarks are finite and, if it has a pose, the
   pose is finite with pose_confidence >= min_pose_confidence. Otherwise the track is still matched and
   kept alive, but publishes its last smoothed landmarks, pose and mesh (see FaceSmoother.update).
-- Faces: the caller's Face objects and arrays are never modified nor kept; returned faces are copies that
-  share no array with the tracker, with track_id, track_age (images since the track's first, 0 on it) and
-  track_state set.
+- Faces: the caller's Face objects and arrays are never modified nor kept (the tracker copies what it keeps,
+  so the caller may reuse its buffers). Returned faces are new objects with track_id, track_age (images
+  since the track's first, 0 on it) and track_state set; their arrays are the tracker's, READ-ONLY (a write
+  raises instead of corrupting a filter or a coasting face): copy one to modify it.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import string
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .config import SmoothingConfig, TrackingConfig
-from .smoothing import NS_PER_S, FaceSmoother
+from .smoothing import NS_PER_S, FaceSmoother, frozen_copy, with_fields
 from .types import Face, Roi
 
 TENTATIVE, TRACKED, COASTING = 0, 1, 2
 
-# Until SmoothingConfig has a `min_pose_confidence` field, this default applies.
-DEFAULT_MIN_POSE_CONFIDENCE = 0.3
 # Weight of the newest box velocity measurement (the rest is the previous estimate): tames landmark jitter.
 VELOCITY_GAIN = 0.5
 # Cost of a pair the gate forbids: above any real cost (<= 1), so the solver only uses it when forced.
@@ -55,7 +55,7 @@ class Track:
     last_landmarks_px: np.ndarray | None
     last_seen_stamp_ns: int
     smoother: FaceSmoother = dataclasses.field(default_factory=FaceSmoother)
-    velocity_px_s: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    velocity_px_s: tuple[float, float] = (0.0, 0.0)   # of the box centre, for the prediction
     hits: int = 1           # images matched since the track started
     age: int = 0            # images since the track started
     misses: int = 0         # images unmatched in a row
@@ -65,10 +65,12 @@ class Track:
     def confirmed(self) -> bool:
         return self.state != TENTATIVE
 
-    def predicted_bbox(self, stamp_ns: int) -> np.ndarray:
-        """The last box moved by the track's velocity to `stamp_ns`."""
-        dx, dy = self.velocity_px_s * ((stamp_ns - self.last_seen_stamp_ns) / NS_PER_S)
-        return self.bbox + np.array([dx, dy, dx, dy])
+    def predicted_bbox(self, stamp_ns: int) -> list[float]:
+        """The last box (x0, y0, x1, y1) moved by the track's velocity to `stamp_ns`."""
+        dt = (stamp_ns - self.last_seen_stamp_ns) / NS_PER_S
+        dx, dy = self.velocity_px_s[0] * dt, self.velocity_px_s[1] * dt
+        x0, y0, x1, y1 = self.bbox.tolist()
+        return [x0 + dx, y0 + dy, x1 + dx, y1 + dy]
 
 
 class FaceTracker:
@@ -97,7 +99,7 @@ class FaceTracker:
         self._tracks.clear()
 
     def update(self, faces: list[Face], stamp_ns: int, include_tentative: bool = False) -> list[Face]:
-        """Track the faces of the image stamped `stamp_ns`; returns copies of the published faces."""
+        """Track the faces of one image stamped `stamp_ns`; returns the published faces (`published_faces`)."""
         self.removed_ids = []
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
             self.reset()
@@ -115,8 +117,9 @@ class FaceTracker:
         return self.published_faces(include_tentative)
 
     def published_faces(self, include_tentative: bool = False) -> list[Face]:
-        """Copies of the live tracks' last faces: confirmed tracks, and tentative ones when asked."""
-        return [copy_face(t.face) for t in self._tracks.values() if t.confirmed or include_tentative]
+        """The live tracks' last faces (new objects, read-only arrays): confirmed tracks, and tentative ones
+        when asked."""
+        return [published(t.face) for t in self._tracks.values() if t.confirmed or include_tentative]
 
     def _expire(self, stamp_ns: int) -> None:
         """Apply max_gap_s before matching: drop missed tracks gone too long; restart the others' filters."""
@@ -128,7 +131,7 @@ class FaceTracker:
                 self._drop(track)
             else:  # seen in the previous image, but the images stopped for a while
                 track.smoother.reset()
-                track.velocity_px_s = np.zeros(2)
+                track.velocity_px_s = (0.0, 0.0)
 
     def _associate(self, faces: list[Face], stamp_ns: int):
         """(track, face) matches, unmatched tracks, unmatched faces."""
@@ -160,7 +163,7 @@ class FaceTracker:
             self._drop(track)
             return
         track.state = COASTING
-        track.face = dataclasses.replace(track.face, track_age=track.age, track_state=COASTING)
+        track.face = with_fields(track.face, track_age=track.age, track_state=COASTING)
 
     def _start(self, face: Face, stamp_ns: int) -> None:
         track_id = track_id_from_index(self._ids_issued)
@@ -171,23 +174,24 @@ class FaceTracker:
         self._measure(track, face, stamp_ns)
 
     def _measure(self, track: Track, face: Face, stamp_ns: int) -> None:
-        """Take this image's measurement: copies of what the tracker keeps, then the smoothed output."""
-        face = copy_face(face)
+        """Take this image's measurement. What the tracker keeps is copied: the caller may reuse its arrays
+        (the smoother copies the landmarks, pose and mesh)."""
+        face = with_fields(face, bbox=frozen_copy(face.bbox), roi=frozen_roi(face.roi), track_id=track.track_id,
+                           track_age=track.age, track_state=track.state)
         track.bbox = np.asarray(face.bbox, dtype=np.float64)
-        track.last_landmarks_px = face.landmarks_px
+        track.last_landmarks_px = frozen_copy(face.landmarks_px)
         track.last_seen_stamp_ns = stamp_ns
-        reliable = is_reliable(face, min_pose_confidence(self.smoothing))
-        smoothed = track.smoother.update(face, stamp_ns, self.smoothing, reliable)
-        track.face = dataclasses.replace(smoothed, track_id=track.track_id, track_age=track.age,
-                                         track_state=track.state)
+        reliable = is_reliable(face, self.smoothing.min_pose_confidence)
+        track.face = track.smoother.update(face, stamp_ns, self.smoothing, reliable)
 
     def _update_velocity(self, track: Track, bbox, stamp_ns: int) -> None:
         dt = (stamp_ns - track.last_seen_stamp_ns) / NS_PER_S
         if dt <= 0.0:
             return
-        measured = (box_center(bbox) - box_center(track.bbox)) / dt
+        (x, y), (x_prev, y_prev) = box_center(bbox), box_center(track.bbox)
         gain = 1.0 if track.hits == 1 else VELOCITY_GAIN  # no estimate yet: take the first as it is
-        track.velocity_px_s = track.velocity_px_s + gain * (measured - track.velocity_px_s)
+        vx, vy = track.velocity_px_s
+        track.velocity_px_s = (vx + gain * ((x - x_prev) / dt - vx), vy + gain * ((y - y_prev) / dt - vy))
 
     def _drop(self, track: Track) -> None:
         del self._tracks[track.track_id]
@@ -197,16 +201,17 @@ class FaceTracker:
 def is_reliable(face: Face, min_pose_confidence: float) -> bool:
     """Whether `face` may update the filters: finite landmarks and, when it has a pose, a finite pose with
     pose_confidence >= min_pose_confidence (which folds in the landmark score and the fit residual)."""
-    if face.landmarks_px is not None and not np.isfinite(face.landmarks_px).all():
+    if face.landmarks_px is not None and not all_finite(face.landmarks_px):
         return False
     if not face.has_pose:
         return True
-    return (face.pose_confidence >= min_pose_confidence and bool(np.isfinite(face.R_cam_face).all())
-            and bool(np.isfinite(face.t_cam_face).all()))
+    return (face.pose_confidence >= min_pose_confidence and all_finite(face.R_cam_face)
+            and all_finite(face.t_cam_face))
 
 
-def min_pose_confidence(smoothing: SmoothingConfig) -> float:
-    return getattr(smoothing, "min_pose_confidence", DEFAULT_MIN_POSE_CONFIDENCE)
+def all_finite(a) -> bool:
+    # A sum is finite only if every element is (values here are far from overflowing); faster than isfinite.
+    return math.isfinite(np.add.reduce(a, axis=None))
 
 
 def track_id_from_index(index: int) -> str:
@@ -220,8 +225,9 @@ def track_id_from_index(index: int) -> str:
     return letters
 
 
-def box_center(bbox) -> np.ndarray:
-    return np.array([(bbox[0] + bbox[2]) * 0.5, (bbox[1] + bbox[3]) * 0.5])
+def box_center(bbox) -> tuple[float, float]:
+    x0, y0, x1, y1 = np.asarray(bbox, dtype=np.float64).tolist()
+    return (x0 + x1) * 0.5, (y0 + y1) * 0.5
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -235,12 +241,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
 
 
-def copy_face(face: Face) -> Face:
-    """A copy of `face` sharing no array with it, so neither can change the other through a write."""
-    def copied(a):
-        return None if a is None else np.array(a)
-    return dataclasses.replace(
-        face, bbox=copied(face.bbox),
-        roi=Roi(copied(face.roi.center), face.roi.size, face.roi.rotation) if face.roi is not None else None,
-        landmarks_px=copied(face.landmarks_px), R_cam_face=copied(face.R_cam_face),
-        t_cam_face=copied(face.t_cam_face), vertices_cam=copied(face.vertices_cam))
+def frozen_roi(roi: Roi | None) -> Roi | None:
+    return None if roi is None else Roi(frozen_copy(roi.center), roi.size, roi.rotation)
+
+
+def published(face: Face) -> Face:
+    """A new Face (and Roi) for the caller: its attributes can be set freely, its arrays are read-only."""
+    roi = None if face.roi is None else Roi(face.roi.center, face.roi.size, face.roi.rotation)
+    return with_fields(face, roi=roi)

@@ -1,0 +1,243 @@
+"""ROS messages <-> numpy and face3d_ros.core types. The only module that converts between them.
+
+Conventions:
+- Images come out as C-contiguous uint8 BGR arrays of shape (H, W, 3) that own their memory (never a view
+  of the message), the layout OpenCV and face3d_ros.core expect.
+- A rotation R and translation t describe a child frame in its parent: x_parent = R @ x_child + t, with
+  metres for t (REP-103). geometry_msgs quaternions are (x, y, z, w); `quaternion_xyzw_from_matrix` is the
+  one place that builds one.
+- Bad input raises `ImageFormatError` (images) or `face3d_ros.core.types.InputError` (camera info), both
+  ValueError subclasses whose message says what is wrong; rotations and translations raise ValueError.
+
+Images: the encodings in `IMAGE_ENCODINGS` are converted with numpy on every install, so the result does
+not depend on whether cv_bridge is there. cv_bridge (a ROS install has it; PyPI does not) is used for the
+other encodings it knows (Bayer, YUV, ...).
+"""
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from face3d_ros.core.types import CameraModel, InputError
+
+try:
+    from cv_bridge import CvBridge
+except ImportError:  # the pip route: cv_bridge is not on PyPI
+    CvBridge = None
+
+__all__ = [
+    "IMAGE_ENCODINGS", "MAX_IMAGE_SIDE", "ImageFormatError",
+    "image_to_bgr", "compressed_to_bgr", "bgr_to_image_msg", "camera_info_to_model",
+    "quaternion_xyzw_from_matrix", "pose_msg", "transform_stamped",
+]
+
+
+class ImageFormatError(InputError):
+    """An Image or CompressedImage that cannot be converted; the message says why."""
+
+
+# encoding -> (dtype of one channel, channels, cv2 conversion to BGR or None)
+_ENCODINGS: dict[str, tuple[type, int, int | None]] = {
+    "bgr8": (np.uint8, 3, None),
+    "rgb8": (np.uint8, 3, cv2.COLOR_RGB2BGR),
+    "bgra8": (np.uint8, 4, cv2.COLOR_BGRA2BGR),
+    "rgba8": (np.uint8, 4, cv2.COLOR_RGBA2BGR),
+    "mono8": (np.uint8, 1, cv2.COLOR_GRAY2BGR),
+    "mono16": (np.uint16, 1, cv2.COLOR_GRAY2BGR),
+    "16UC1": (np.uint16, 1, cv2.COLOR_GRAY2BGR),
+}
+IMAGE_ENCODINGS = tuple(_ENCODINGS)
+
+# Larger sides are taken for corrupt headers, not images (32768 px covers 8K stereo and panoramas).
+MAX_IMAGE_SIDE = 1 << 15
+
+_bridge = CvBridge() if CvBridge is not None else None
+
+
+def _check_image_size(width: int, height: int, what: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageFormatError(f"{what} is empty ({width}x{height} pixels)")
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise ImageFormatError(f"{what} is {width}x{height} pixels, more than {MAX_IMAGE_SIDE} on a side:"
+                               " a corrupt header?")
+
+
+def image_to_bgr(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> uint8 BGR array (H, W, 3), honouring `step` (row padding) and `is_bigendian`.
+
+    mono8 and mono16/16UC1 come out as gray BGR. 16-bit images are scaled linearly so that the image's
+    maximum becomes 255 (an all-zero image stays black): 16-bit cameras often carry 10- or 12-bit data,
+    which a fixed division by 256 would leave almost black.
+    """
+    encoding, width, height, step = msg.encoding, int(msg.width), int(msg.height), int(msg.step)
+    what = f"{encoding or '(no encoding)'} image"
+    _check_image_size(width, height, what)
+    spec = _ENCODINGS.get(encoding)
+    if spec is None:
+        return _image_to_bgr_cv_bridge(msg, what)
+    dtype, channels, to_bgr = spec
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = width * channels * itemsize
+    if step < row_bytes:
+        raise ImageFormatError(f"{what} {width}x{height}: step {step} is less than one row of pixels"
+                               f" ({width} x {channels} x {itemsize} = {row_bytes} bytes)")
+    if len(msg.data) != step * height:
+        raise ImageFormatError(f"{what} {width}x{height}: data holds {len(msg.data)} bytes, but step x height"
+                               f" = {step} x {height} = {step * height}")
+
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]
+    if itemsize == 1:
+        pixels = rows.reshape(height, width, channels)
+    else:
+        wire = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+        pixels = np.ascontiguousarray(rows).view(wire).reshape(height, width, channels).astype(dtype)
+        peak = int(pixels.max())
+        pixels = cv2.convertScaleAbs(pixels, alpha=255.0 / peak if peak else 0.0).reshape(height, width, channels)
+    if to_bgr is None:
+        return pixels.copy()  # own the memory: the message's buffer may be read-only or reused
+    return cv2.cvtColor(pixels, to_bgr)
+
+
+def _image_to_bgr_cv_bridge(msg: Image, what: str) -> np.ndarray:
+    if _bridge is None:
+        raise ImageFormatError(f"unsupported {what}: supported encodings are {', '.join(IMAGE_ENCODINGS)}"
+                               " (cv_bridge, which knows more, is not installed)")
+    try:
+        bgr = _bridge.imgmsg_to_cv2(msg, desired_encoding="bgr8")
+    except Exception as exc:  # cv_bridge raises CvBridgeError, TypeError or cv2.error depending on the case
+        raise ImageFormatError(f"cv_bridge could not convert the {what} to bgr8: {exc}") from exc
+    return np.array(bgr, dtype=np.uint8, order="C", copy=True)
+
+
+def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png, ...; whatever OpenCV decodes) -> uint8 BGR array (H, W, 3)."""
+    fmt = msg.format or "(no format)"
+    if "compresseddepth" in fmt.lower():
+        raise ImageFormatError(f"compressed depth images ({fmt!r}) are not supported: subscribe to an"
+                               " intensity image")
+    if len(msg.data) == 0:
+        raise ImageFormatError(f"compressed image ({fmt}) has no data")
+    try:
+        bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageFormatError(f"compressed image ({fmt}, {len(msg.data)} bytes) could not be decoded: {exc}") from exc
+    if bgr is None:
+        raise ImageFormatError(f"compressed image ({fmt}, {len(msg.data)} bytes) could not be decoded:"
+                               " corrupt data or not an image format OpenCV reads")
+    _check_image_size(bgr.shape[1], bgr.shape[0], f"decoded {fmt} image")
+    return bgr
+
+
+def bgr_to_image_msg(bgr: np.ndarray, header: Header) -> Image:
+    """uint8 BGR array (H, W, 3) -> sensor_msgs/Image (bgr8, unpadded rows) carrying `header`."""
+    bgr = np.asarray(bgr)
+    if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise ValueError(f"expected a uint8 BGR array of shape (H, W, 3), got {bgr.dtype} {bgr.shape}")
+    height, width = bgr.shape[:2]
+    _check_image_size(width, height, "bgr8 image")
+    data = array.array("B")
+    data.frombytes(memoryview(np.ascontiguousarray(bgr)).cast("B"))  # ~10x faster than assigning bytes
+    return Image(header=header, height=height, width=width, encoding="bgr8", is_bigendian=False,
+                 step=width * 3, data=data)
+
+
+def camera_info_to_model(msg: CameraInfo, *, rectified: bool = False) -> CameraModel:
+    """sensor_msgs/CameraInfo -> CameraModel for the images that come with it.
+
+    rectified=False (image_raw): K and D. rectified=True (image_rect): the left 3x3 of P and no distortion.
+    Binning and an ROI (REP-104) are applied, so the model matches the published image, not the sensor.
+    Raises InputError for an all-zero K (an uncalibrated camera), coefficients without a distortion model,
+    and everything CameraModel rejects.
+    """
+    if rectified:
+        K = np.asarray(msg.p, dtype=np.float64).reshape(3, 4)[:, :3].copy()
+        D = np.zeros(0)
+    else:
+        K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3).copy()
+        D = np.asarray(msg.d, dtype=np.float64)
+    if not np.any(K):
+        raise InputError(f"CameraInfo {'P' if rectified else 'K'} is all zeros: the camera is not calibrated"
+                         f" (frame {msg.header.frame_id!r})")
+    model = msg.distortion_model or "plumb_bob"
+    if not msg.distortion_model and np.any(D):
+        raise InputError(f"CameraInfo has distortion coefficients {list(D)} but no distortion_model")
+
+    width, height = int(msg.width), int(msg.height)
+    roi = msg.roi
+    if roi.width or roi.height or roi.x_offset or roi.y_offset:
+        if rectified:
+            raise InputError("CameraInfo with an ROI is not supported for rectified images")
+        K[0, 2] -= roi.x_offset
+        K[1, 2] -= roi.y_offset
+        width, height = int(roi.width) or width, int(roi.height) or height
+    bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    K[0, :] /= bx
+    K[1, :] /= by
+    return CameraModel(K=K, D=D, distortion_model=model, width=width // bx, height=height // by)
+
+
+def _as_rotation(R) -> np.ndarray:
+    R = np.asarray(R, dtype=np.float64)
+    if R.shape != (3, 3) or not np.all(np.isfinite(R)):
+        raise ValueError(f"expected a finite 3x3 rotation matrix, got shape {R.shape}")
+    err = np.abs(R.T @ R - np.eye(3)).max()
+    if err > 1e-3 or np.linalg.det(R) <= 0:
+        raise ValueError(f"not a rotation matrix (|R^T R - I| = {err:.2g}, det = {np.linalg.det(R):.3g})")
+    return R
+
+
+def _as_translation(t) -> np.ndarray:
+    t = np.asarray(t, dtype=np.float64)
+    if t.size != 3 or not np.all(np.isfinite(t)):
+        raise ValueError(f"expected a finite translation of 3 values in metres, got shape {t.shape}")
+    return t.reshape(3)
+
+
+def quaternion_xyzw_from_matrix(R) -> np.ndarray:
+    """Rotation matrix (3, 3) -> unit quaternion (x, y, z, w), the order of geometry_msgs/Quaternion.
+
+    Convention: R maps child-frame vectors to the parent frame; the result has w >= 0 (the quaternion and
+    its negation are the same rotation). Raises ValueError unless R is a rotation within 1e-3.
+    """
+    m = _as_rotation(R)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    # Shepperd's method: divide by the largest of 4w^2, 4x^2, 4y^2, 4z^2 for numerical stability.
+    if trace > 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
+    q = np.asarray(q) / np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def pose_msg(R, t) -> Pose:
+    """Rotation (3, 3) and translation (3,) in metres -> geometry_msgs/Pose of the child frame in its parent."""
+    t = _as_translation(t)
+    x, y, z, w = quaternion_xyzw_from_matrix(R)
+    return Pose(position=Point(x=t[0], y=t[1], z=t[2]), orientation=Quaternion(x=x, y=y, z=z, w=w))
+
+
+def transform_stamped(header: Header, child_frame_id: str, R, t) -> TransformStamped:
+    """The transform from header.frame_id (parent) to child_frame_id, stamped with header.stamp."""
+    if not header.frame_id or not child_frame_id or child_frame_id == header.frame_id:
+        raise ValueError(f"a transform needs two different, non-empty frames; got parent"
+                         f" {header.frame_id!r} and child {child_frame_id!r}")
+    t = _as_translation(t)
+    x, y, z, w = quaternion_xyzw_from_matrix(R)
+    return TransformStamped(
+        header=header, child_frame_id=child_frame_id,
+        transform=Transform(translation=Vector3(x=t[0], y=t[1], z=t[2]),
+                            rotation=Quaternion(x=x, y=y, z=z, w=w)))

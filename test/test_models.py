@@ -1,0 +1,89 @@
+"""Shipped model files: manifest hashes and ONNX I/O contract (onnxruntime + numpy + opencv only)."""
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+MANIFEST = MODELS / "MANIFEST.sha256"
+IMAGE = Path(__file__).resolve().parents[1] / "face3d_ros" / "data" / "astronaut.png"  # NASA, public domain
+
+# model file -> (input name, input shape, [(output name, output shape)], pixel range); "N" = dynamic batch
+CONTRACT = {
+    "face_detection_short_range.onnx": (
+        "image", [1, 128, 128, 3], [("regressors", [1, 896, 16]), ("scores", [1, 896, 1])], (-1.0, 1.0)),
+    "face_detection_full_range.onnx": (
+        "image", [1, 192, 192, 3], [("regressors", [1, 2304, 16]), ("scores", [1, 2304, 1])], (-1.0, 1.0)),
+    "face_landmark.onnx": (
+        "image", ["N", 192, 192, 3], [("landmarks", ["N", 1404]), ("face_flag", ["N", 1])], (0.0, 1.0)),
+    "iris_landmark.onnx": (
+        "image", ["N", 64, 64, 3], [("eye_contour", ["N", 213]), ("iris", ["N", 15])], (0.0, 1.0)),
+}
+
+
+def _manifest():
+    entries = {}
+    for line in MANIFEST.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(None, 1)
+            entries[name.strip().lstrip("*")] = digest
+    return entries
+
+
+def test_manifest_files_exist_and_match():
+    entries = _manifest()
+    assert entries, "MANIFEST.sha256 is empty"
+    for name, digest in entries.items():
+        path = MODELS / name
+        assert path.is_file(), f"{name} listed in MANIFEST.sha256 but missing"
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{name}: sha256 mismatch"
+
+
+def test_every_onnx_is_in_manifest():
+    entries = _manifest()
+    onnx_files = sorted(p.name for p in MODELS.glob("*.onnx"))
+    assert onnx_files, "no .onnx files in models/"
+    assert set(CONTRACT) <= set(onnx_files)
+    for name in onnx_files:
+        assert name in entries, f"{name} not listed in MANIFEST.sha256"
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    bgr = cv2.imread(str(IMAGE), cv2.IMREAD_COLOR)
+    assert bgr is not None, f"cannot read {IMAGE}"
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _shape(vi):
+    return [d if isinstance(d, int) else "N" for d in vi.shape]
+
+
+@pytest.mark.parametrize("filename", sorted(CONTRACT))
+def test_onnx_io_and_finite_outputs(filename, rgb):
+    in_name, in_shape, outputs, (lo, hi) = CONTRACT[filename]
+    sess = ort.InferenceSession(str(MODELS / filename), providers=["CPUExecutionProvider"])
+    inputs = sess.get_inputs()
+    assert [i.name for i in inputs] == [in_name]
+    assert _shape(inputs[0]) == in_shape
+    assert inputs[0].type == "tensor(float)"
+    assert [(o.name, _shape(o)) for o in sess.get_outputs()] == outputs
+
+    size = in_shape[1]
+    if filename.startswith("face_detection"):
+        img = rgb
+    elif filename == "face_landmark.onnx":
+        img = rgb[23:213, 130:320]  # the astronaut's face
+    else:
+        img = rgb[90:122, 188:220]  # her right eye
+    x = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    x = (x * (hi - lo) + lo)[None]
+    results = sess.run(None, {in_name: x})
+    for (name, shape), arr in zip(outputs, results):
+        assert list(arr.shape) == [1 if d == "N" else d for d in shape], name
+        assert arr.dtype == np.float32
+        assert np.all(np.isfinite(arr)), f"{filename}:{name} has non-finite values"
