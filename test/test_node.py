@@ -6,7 +6,7 @@ Isolation: this module picks its own ROS_DOMAIN_ID and ROS_AUTOMATIC_DISCOVERY_R
 load config/fastdds_large_images.xml (FASTDDS_DEFAULT_PROFILES_FILE), the test's camera like the README tells
 camera users, the node for its full-size debug_image.
 
-Data: face3d_ros/data/astronaut.png (NASA, public domain); test/data/skimage_coffee.png (scikit-image, CC0)
+Data: face3d_ros/data/astronaut.png (NASA, public domain); test/data/negative_coffee.png (scikit-image coffee, CC0)
 as the face-free image.
 
 Three node processes: "main" (defaults, autostart), "lc" (namespace /lc, autostart:=false,
@@ -55,7 +55,7 @@ from face3d_ros.ros import conversions, params  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "fastdds_large_images.xml"
 ASTRONAUT = REPO / "face3d_ros" / "data" / "astronaut.png"
-COFFEE = REPO / "test" / "data" / "skimage_coffee.png"
+COFFEE = REPO / "test" / "data" / "negative_coffee.png"   # = scikit-image coffee (CC0)
 FRAME_ID = "test_camera_optical_frame"
 START_TIMEOUT_S = 60.0
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)

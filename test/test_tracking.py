@@ -336,10 +336,9 @@ def jitter_ratio(raw_series, smoothed_series, truth, skip=30) -> float:
     return float(np.sqrt(np.mean(smooth ** 2)) / np.sqrt(np.mean(raw ** 2)))
 
 
-@pytest.mark.parametrize("depth_m", [0.5, 3.0])
-def test_static_noisy_face_jitter_is_much_lower_after_smoothing(depth_m):
-    # Jitter in pixels grows with the face's image size; the same gains must suit near and far faces.
-    tracker = new_tracker(min_hits=1)
+def noisy_still_face(depth_m: float, smoothing: SmoothingConfig):
+    """300 images of a still face with pipeline-like noise: (truth, raw faces, smoothed faces)."""
+    tracker = FaceTracker(TrackingConfig(min_hits=1), smoothing)
     rng = np.random.default_rng(10)
     truth = make_face(depth_m=depth_m)
     noise_px = 0.01 * (truth.bbox[2] - truth.bbox[0])
@@ -351,15 +350,29 @@ def test_static_noisy_face_jitter_is_much_lower_after_smoothing(depth_m):
         (smoothed,) = tracker.update([face], stamp(i))
         raw.append(face)
         out.append(smoothed)
+    return truth, raw, out
+
+
+@pytest.mark.parametrize("depth_m", [0.5, 3.0])
+def test_static_noisy_face_jitter_is_much_lower_after_smoothing(depth_m):
+    # Jitter in pixels grows with the face's image size; the same gains must suit near and far faces.
+    truth, raw, out = noisy_still_face(depth_m, SmoothingConfig())
     lm_ratio = jitter_ratio([f.landmarks_px for f in raw], [f.landmarks_px for f in out], truth.landmarks_px)
     t_ratio = jitter_ratio([f.t_cam_face for f in raw], [f.t_cam_face for f in out], truth.t_cam_face)
     rot_raw = [angle_between(f.R_cam_face, FRONTAL) for f in raw[30:]]
     rot_out = [angle_between(f.R_cam_face, FRONTAL) for f in out[30:]]
     rot_ratio = math.sqrt(np.mean(np.square(rot_out)) / np.mean(np.square(rot_raw)))
     assert lm_ratio < 0.4 and t_ratio < 0.4 and rot_ratio < 0.4, (lm_ratio, t_ratio, rot_ratio)
-    # A One Euro filter at rest is an exponential smoother at min_cutoff: rms ratio sqrt(a / (2 - a)).
-    a = smoothing_factor(PERIOD_NS / 1e9, SmoothingConfig().min_cutoff)
-    assert lm_ratio < 1.15 * math.sqrt(a / (2 - a))
+
+
+@pytest.mark.parametrize("depth_m", [0.5, 3.0])
+def test_still_face_filter_matches_theory_without_speed_term(depth_m):
+    # With beta = 0 a One Euro filter is an exponential smoother at min_cutoff: rms ratio sqrt(a / (2 - a)).
+    config = SmoothingConfig(beta=0.0)
+    truth, raw, out = noisy_still_face(depth_m, config)
+    lm_ratio = jitter_ratio([f.landmarks_px for f in raw], [f.landmarks_px for f in out], truth.landmarks_px)
+    a = smoothing_factor(PERIOD_NS / 1e9, config.min_cutoff)
+    assert 0.85 * math.sqrt(a / (2 - a)) < lm_ratio < 1.15 * math.sqrt(a / (2 - a))
 
 
 def test_ramp_lag_is_bounded_and_below_a_plain_low_pass():
