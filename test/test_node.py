@@ -656,7 +656,9 @@ def test_params_file_lists_every_parameter_with_its_default():
     import yaml
     data = yaml.safe_load((REPO / "config" / "face3d.yaml").read_text())
     values = data["/**"]["ros__parameters"]
-    assert set(values) == set(params.SPECS)
+    missing, unknown = sorted(set(params.SPECS) - set(values)), sorted(set(values) - set(params.SPECS))
+    assert not missing and not unknown, (f"config/face3d.yaml is out of date with PipelineConfig/NODE_PARAMS: add "
+                                         f"{missing} (with their description as a comment), remove {unknown}")
     for name, value in values.items():
         assert value == params.SPECS[name].default, f"config/face3d.yaml: {name} is {value!r}, default " \
                                                     f"{params.SPECS[name].default!r}"

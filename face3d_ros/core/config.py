@@ -49,6 +49,9 @@ class LandmarkConfig:
                                      "face is dropped (and, when tracking, the detector is run again)",
                                      lo=0.0, hi=1.0, dynamic=True)
     refine_iris: bool = spec(True, "Run the iris model: 10 iris points (478 in all) and iris-based metric scale")
+    second_pass: bool = spec(True, "Single images (tracking off): run the landmark model again on the crop its "
+                             "own landmarks give, better aligned than the detector's box (+1 landmark call per "
+                             "face; 68-point NME 6.6% -> 5.8% on the AFLW2000 sample)")
     roi_scale: float = spec(1.5, "Landmark crop size relative to the face box (MediaPipe uses 1.5)",
                             lo=1.0, hi=3.0)
 

@@ -163,6 +163,11 @@ class FacePipeline:
             fresh = self._new_faces(faces, self._detect(image))
             faces = self._drop_duplicates(faces + self._run_landmarks(image, fresh))
         self._detect_next = tracking and len(faces) < len(tracked)
+        if not tracking and cfg.landmarks.second_pass and faces:
+            # what tracking does across images, done within one: the landmarks give a better-aligned crop
+            refined = [Face(bbox=f.bbox, detection_score=f.detection_score,
+                            roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale)) for f in faces]
+            faces = self._drop_duplicates(self._run_landmarks(image, refined))
         faces = faces[:cfg.detector.max_faces]
         if self.iris and faces:
             with self._stage("iris"):

@@ -95,11 +95,14 @@ def clipped_roi(bbox: np.ndarray, width: int, height: int) -> RegionOfInterest:
 
 def face_pose(header: Header, face: Face, face_id: str, camera: CameraModel, width: int,
               height: int) -> FacePose:
+    """One face; a face without a usable pose gets covariance[0] = -1 (unknown) and an all-zero pose."""
     msg = FacePose(header=header, id=face_id, track_state=int(face.track_state),
                    track_age=max(0, int(face.track_age)))
-    if face.has_pose:
+    try:
         msg.pose.pose = conversions.pose_msg(face.R_cam_face, face.t_cam_face)
         msg.pose.covariance = pose_covariance(face, camera)
+    except (TypeError, ValueError):   # no pose (or not a finite rotation): "no estimate", as sensor_msgs/Imu says it
+        msg.pose.covariance[0] = -1.0
     msg.bbox = clipped_roi(face.bbox, width, height)
     msg.detection_score = float(face.detection_score)
     msg.landmark_confidence = float(face.landmark_score)

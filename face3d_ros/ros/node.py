@@ -337,6 +337,9 @@ class Face3dNode(LifecycleNode):
             fallback = self._fallback_camera
             if fallback is None or (fallback.width, fallback.height) != (width, height):
                 fallback = self._fallback_camera = CameraModel.from_fov(width, height, hfov)
+                self.get_logger().info(f"no valid CameraInfo: assuming an ideal pinhole with {hfov:g} deg horizontal "
+                                       f"field of view (fx = fy = {fallback.K[0, 0]:.1f} px) for {width}x{height} "
+                                       "images until one arrives")
             return fallback
         if self._camera_error is None:
             self.get_logger().warning(

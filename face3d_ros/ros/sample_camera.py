@@ -35,6 +35,8 @@ class SampleCamera(Node):
         self.fx = self.declare_parameter("fx", 600.0).value
         self.frame_id = self.declare_parameter("frame_id", "camera_optical_frame").value
         self.compressed = self.declare_parameter("transport", "raw").value == "compressed"
+        # A finite sequence should not be spent before anyone listens (discovery can take seconds).
+        self.wait_for_subscribers = self.declare_parameter("wait_for_subscribers", True).value
         if self.rate <= 0 or self.width < 16 or self.height < 16 or self.fx <= 0:
             raise ValueError("rate and fx must be > 0 and the image at least 16x16")
         if self.compressed:
@@ -58,6 +60,11 @@ class SampleCamera(Node):
         return info
 
     def publish(self) -> None:
+        if self.wait_for_subscribers and self.sent == 0 and (
+                self.image_pub.get_subscription_count() == 0 or self.info_pub.get_subscription_count() == 0):
+            self.get_logger().info("waiting for subscribers on the image and camera_info topics",
+                                   throttle_duration_sec=5.0)
+            return
         if self.frames and self.sent >= self.frames:
             self.timer.cancel()
             raise SystemExit(0)
