@@ -1,7 +1,7 @@
 """A camera with no hardware: publishes the bundled public-domain astronaut photo with known head motion.
 
     ros2 run face3d_ros sample_camera --ros-args -p rate:=15.0 -p frames:=90
-    face3d-sample-camera --ros-args -p transport:=compressed
+    python -m face3d_ros.ros.sample_camera --ros-args -p transport:=compressed
 
 Publishes `image` (sensor_msgs/Image bgr8) or `image/compressed` (JPEG), and `camera_info`, with the
 sensor-data QoS that camera drivers use. Full-size raw images need the Fast DDS profile in
