@@ -37,7 +37,9 @@ class BackendConfig:
 class DetectorConfig:
     detector_range: str = spec("full", "Which face detector runs: short (faces within ~2 m, fastest), "
                                "full (~0.3-5 m) or both", choices=DETECTOR_RANGES)
-    min_detection_score: float = spec(0.5, "Minimum face detector score", lo=0.0, hi=1.0, dynamic=True)
+    min_detection_score: float = spec(0.4, "Minimum face detector score (the landmark model's face-presence score "
+                                      "then confirms each face, so small far faces, scored 0.4-0.6, are kept)",
+                                      lo=0.0, hi=1.0, dynamic=True)
     nms_iou: float = spec(0.3, "IoU above which detections are merged (weighted NMS)", lo=0.0, hi=1.0,
                           dynamic=True)
     max_faces: int = spec(10, "Most faces processed per image (largest first)", lo=1, hi=100, dynamic=True)
