@@ -9,6 +9,11 @@ the ground-truth 68-point box most; an image where no detected face overlaps it 
 is left out of the MAE (so read the two numbers together). Angles follow ../shared/notes/aflw2000.md:
 Pose_Para = [pitch, yaw, roll, ...] in radians. NME = mean 2D landmark error / sqrt(w * h) of the
 ground-truth 68-point box, per |yaw| bin.
+
+The MAE is of the camera-relative angles (the pose in the camera frame, as the pipeline publishes it). The
+labels are weak-perspective fits, i.e. relative to the line of sight to the face: the MAE of the angles
+relative to the line of sight (geometry.yaw_pitch_roll_line_of_sight_deg) is printed beside it, with the
+signed mean errors (estimate - label) of both (a bias common to all faces shows there).
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from scipy.io import loadmat  # MATLAB v5 reader: plain arrays, no code executio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E402
 from face3d_ros.core.detector import box_iou  # noqa: E402
-from face3d_ros.core.geometry import landmarks_68, yaw_pitch_roll_deg  # noqa: E402
+from face3d_ros.core.geometry import (landmarks_68, yaw_pitch_roll_deg,  # noqa: E402
+                                      yaw_pitch_roll_line_of_sight_deg)
 
 PROTOCOL_MAX_DEG = 99.0
 YAW_BINS = ((0, 30), (30, 60), (60, 90))
@@ -35,12 +41,19 @@ def load_label(mat_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(yaw, pitch, roll) in degrees and the (68, 2) ground-truth points in image pixels."""
     mat = loadmat(str(mat_path))
     pitch, yaw, roll = np.degrees(mat["Pose_Para"].reshape(-1)[:3])
-    points = mat["pt3d_68"][:2].T.astype(np.float64)
+    # AFLW2000-3D: pt3d_68 (its pt2d holds 21 AFLW points); 300W-LP: pt2d holds the 68 points
+    points = (mat["pt3d_68"] if "pt3d_68" in mat else mat["pt2d"])[:2].T.astype(np.float64)
+    if points.shape != (68, 2):
+        raise ValueError(f"{mat_path}: no 68-point landmarks (pt3d_68, or pt2d with 68 points)")
     return np.array([yaw, pitch, roll]), points
 
 
+def signed_angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (np.asarray(a) - b + 180.0) % 360.0 - 180.0
+
+
 def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.abs((a - b + 180.0) % 360.0 - 180.0)
+    return np.abs(signed_angle_error(a, b))
 
 
 def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
@@ -66,10 +79,13 @@ def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
             if overlap.max() > 0:
                 face = faces[int(np.argmax(overlap))]
                 estimate = yaw_pitch_roll_deg(face.R_cam_face)
+                estimate_los = yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face)
                 norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
                 nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
                 row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
                            error=angle_error(estimate, truth).round(3).tolist(), nme=round(float(nme), 5),
+                           signed_error=signed_angle_error(estimate, truth).round(3).tolist(),
+                           signed_error_los=signed_angle_error(estimate_los, truth).round(3).tolist(),
                            depth_scale=round(face.depth_scale, 4))
         rows.append(row)
     elapsed = time.perf_counter() - start
@@ -88,6 +104,13 @@ def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
                "mae_roll": float(errors[:, 2].mean()) if len(found) else float("nan"),
                "seconds_per_image": elapsed / max(len(rows), 1)}
     summary["mae_mean"] = (summary["mae_yaw"] + summary["mae_pitch"] + summary["mae_roll"]) / 3
+    for key, suffix in (("signed_error", ""), ("signed_error_los", "_los")):
+        signed = np.array([r[key] for r in found]).reshape(-1, 3)
+        for i, angle in enumerate(("yaw", "pitch", "roll")):
+            summary[f"bias_{angle}{suffix}"] = float(signed[:, i].mean()) if len(found) else float("nan")
+            if suffix:
+                summary[f"mae_{angle}{suffix}"] = float(np.abs(signed[:, i]).mean()) if len(found) else float("nan")
+    summary["mae_mean_los"] = (summary["mae_yaw_los"] + summary["mae_pitch_los"] + summary["mae_roll_los"]) / 3
     for lo, hi in YAW_BINS:
         in_bin = [r["nme"] for r in found if lo <= abs(r["yaw_pitch_roll_true"][0]) <= hi]
         summary[f"nme_yaw_{lo}_{hi}"] = float(np.mean(in_bin)) if in_bin else float("nan")
@@ -102,7 +125,11 @@ def print_summary(s: dict) -> None:
     print(f"missed {s['missed']} = {100 * s['miss_rate']:.1f}%  (of them beyond 60 deg yaw: "
           f"{s['missed_beyond_60deg_yaw']})")
     print(f"pose MAE deg: yaw {s['mae_yaw']:.2f}  pitch {s['mae_pitch']:.2f}  roll {s['mae_roll']:.2f}  "
-          f"mean {s['mae_mean']:.2f}")
+          f"mean {s['mae_mean']:.2f}   (signed mean error: yaw {s['bias_yaw']:+.2f}  pitch {s['bias_pitch']:+.2f}  "
+          f"roll {s['bias_roll']:+.2f})")
+    print(f"  relative to the line of sight: yaw {s['mae_yaw_los']:.2f}  pitch {s['mae_pitch_los']:.2f}  "
+          f"roll {s['mae_roll_los']:.2f}  mean {s['mae_mean_los']:.2f}   (signed mean error: yaw "
+          f"{s['bias_yaw_los']:+.2f}  pitch {s['bias_pitch_los']:+.2f}  roll {s['bias_roll_los']:+.2f})")
     bins = "  ".join(f"{lo}-{hi}: {100 * s[f'nme_yaw_{lo}_{hi}']:.2f}% (n={s[f'count_yaw_{lo}_{hi}']})"
                      for lo, hi in YAW_BINS)
     print(f"68-point NME by |yaw|: {bins}  mean {100 * s['nme_mean_of_bins']:.2f}%")

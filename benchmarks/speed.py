@@ -1,7 +1,18 @@
 #!/usr/bin/env python3
 """Speed of the vision core: per stage, raw model inference, pipeline overhead, frames per second.
 
-    python benchmarks/speed.py [--frames 300] [--json speed.json] [--quick]
+    python benchmarks/speed.py [--frames 300] [--json speed.json] [--quick] [--core-only | --ros-only]
+
+CORE part (this process): per stage of FacePipeline.process, plus what the ROS node adds around it measured
+in-process with the real message classes: "convert" = conversions.image_to_bgr of a bgr8 Image, "jpeg" =
+conversions.compressed_to_bgr of a JPEG (quality 90; a sample of the frames), "msg" = messages.face_pose_array +
+messages.transforms, "markers" = messages.marker_array, "publish" = publishing the FacePoseArray (mean ms per
+frame). Every scene runs with 478 points (landmarks.refine_iris, the default) and 468 (refine_iris=False, the
+like-for-like comparison with MediaPipe's refine_landmarks=False). "RSS over N frames": the peak RSS after each
+tenth of N frames of the 1-face 640x480 tracking scene (flat = no leak).
+ROS part (benchmarks/e2e_latency.py, other processes): end-to-end latency image stamp -> FacePoseArray received
+by another process, against the bare DDS transport of the same image; throughput with a 100 Hz camera; node CPU
+and RSS.
 
 Scenes are real faces (the bundled public-domain astronaut) tiled 1, 3 or 10 times into 640x480 and
 1280x720 frames, each face moving (in-plane turn and scale) so that ROI tracking has work to do. Modes:
@@ -40,6 +51,66 @@ SIZES = {"640x480": (640, 480), "1280x720": (1280, 720)}
 FACE_COUNTS = (1, 3, 10)
 GRID = {1: (1, 1), 3: (3, 1), 10: (5, 2)}
 STAGES = ("detect", "landmarks", "iris", "pose", "tracking")
+ROS_STAGES = ("convert", "jpeg", "msg", "markers", "publish")
+
+
+class RosStages:
+    """Times what the node does around the pipeline, with the real message classes (None without ROS)."""
+
+    def __init__(self):
+        import rclpy
+        from std_msgs.msg import Header
+
+        from face3d_ros.core.geometry import load_canonical_face
+        from face3d_ros.msg import FacePoseArray
+        from face3d_ros.ros import conversions, messages
+        if not rclpy.ok():
+            os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+            rclpy.init()
+        self.conversions, self.messages = conversions, messages
+        self.node = rclpy.create_node("speed_bench_stages")
+        self.publisher = self.node.create_publisher(FacePoseArray, "speed_bench_faces", 10)
+        self.header = Header(frame_id="bench_camera_optical_frame")
+        canonical = load_canonical_face(None)
+        self.triangles = {True: np.vstack([canonical.triangles, canonical.iris_triangles]), False: canonical.triangles}
+
+    def image_msg(self, image):
+        return self.conversions.bgr_to_image_msg(image, self.header)
+
+    def jpeg_msg(self, image):
+        from sensor_msgs.msg import CompressedImage
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        return CompressedImage(header=self.header, format="jpeg", data=data.tobytes())
+
+    def measure(self, image_msg, jpeg_msg, faces, camera, iris: bool) -> dict:
+        out, t = {}, time.perf_counter
+        start = t()
+        image = self.conversions.image_to_bgr(image_msg)
+        out["convert"] = (t() - start) * 1e3
+        if jpeg_msg is not None:
+            start = t()
+            self.conversions.compressed_to_bgr(jpeg_msg)
+            out["jpeg"] = (t() - start) * 1e3
+        h, w = image.shape[:2]
+        start = t()
+        msg = self.messages.face_pose_array(self.header, faces, camera, w, h)
+        self.messages.transforms(self.header, faces)
+        out["msg"] = (t() - start) * 1e3
+        start = t()
+        self.messages.marker_array(self.header, faces, self.triangles[iris])
+        out["markers"] = (t() - start) * 1e3
+        start = t()
+        self.publisher.publish(msg)
+        out["publish"] = (t() - start) * 1e3
+        return out
+
+
+def ros_stages():
+    try:
+        return RosStages()
+    except ImportError as err:   # no ROS / messages not built: the core numbers only
+        print(f"ROS stages skipped: {err}")
+        return None
 
 
 def tiled_frames(n_faces: int, size: tuple[int, int], n_frames: int, fps: float = 30.0):
@@ -61,16 +132,19 @@ def tiled_frames(n_faces: int, size: tuple[int, int], n_frames: int, fps: float 
         yield canvas, int(i * 1e9 / fps)
 
 
-def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmup: int, threads: int) -> dict:
+def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmup: int, threads: int,
+              iris: bool = True, ros: RosStages | None = None) -> dict:
     config = PipelineConfig().updated({"tracking.enabled": tracking, "backend.threads": threads,
-                                       "backend.backend": "cpu"})
+                                       "backend.backend": "cpu", "landmarks.refine_iris": iris})
     pipeline = FacePipeline(config)
     width, height = SIZES[size_name]
     camera = CameraModel.default_for(width, height)
     frames = list(tiled_frames(n_faces, SIZES[size_name], n_frames + warmup))
     totals, inference, cpu, found = [], [], [], []
-    stages = {s: [] for s in STAGES}
+    stages = {s: [] for s in STAGES + ROS_STAGES}
     runs_before = 0
+    msgs = [(ros.image_msg(img), ros.jpeg_msg(img) if i % 10 == 0 else None) if ros else None
+            for i, (img, _) in enumerate(frames)]
     for i, (image, stamp_ns) in enumerate(frames):
         if i == warmup:
             runs_before = pipeline.detector_runs
@@ -87,15 +161,41 @@ def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmu
         found.append(len(faces))
         for stage in STAGES:
             stages[stage].append(pipeline.stage_ms.get(stage, 0.0))
+        if ros:
+            for stage, ms in ros.measure(*msgs[i], faces, camera, iris).items():
+                stages[stage].append(ms)
     totals, inference = np.array(totals), np.array(inference)
     median = float(np.median(totals))
     return {"faces": n_faces, "size": size_name, "mode": "tracking" if tracking else "detect-every-frame",
+            "points": 478 if iris else 468,
             "frames": n_frames, "median_ms": median, "p95_ms": float(np.percentile(totals, 95)),
             "fps": 1000.0 / median, "inference_ms": float(np.median(inference)),
             "overhead": float(np.median((totals - inference) / np.maximum(inference, 1e-6))),
             "cpu_ms_per_frame": float(np.median(cpu)), "faces_found_median": float(np.median(found)),
             "detector_run_fraction": (pipeline.detector_runs - runs_before) / n_frames,
-            "stage_mean_ms": {s: float(np.mean(v)) for s, v in stages.items()}}
+            "stage_mean_ms": {s: float(np.mean(v)) if v else float("nan") for s, v in stages.items()}}
+
+
+def current_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # not Linux: the peak instead
+
+
+def rss_over_frames(n_frames: int, threads: int) -> dict:
+    """Current RSS (MB, VmRSS) after each tenth of n_frames frames of the 1-face 640x480 tracking scene, in a
+    pipeline of its own (a leak grows it; the peak of this process is set by the frame lists of other scenes)."""
+    pipeline = FacePipeline(PipelineConfig().updated({"backend.threads": threads, "backend.backend": "cpu"}))
+    camera = CameraModel.default_for(640, 480)
+    loop = [image for image, _ in tiled_frames(1, SIZES["640x480"], 60)]
+    loop += loop[-2:0:-1]
+    marks, step = [], max(1, n_frames // 10)
+    for i in range(n_frames):
+        pipeline.process(loop[i % len(loop)], camera, int(i * 1e9 / 30))
+        if (i + 1) % step == 0:
+            marks.append((i + 1, current_rss_mb()))
+    return {"frames": n_frames, "peak_rss_mb_after": marks, "growth_mb": marks[-1][1] - marks[0][1]}
 
 
 REFERENCE_PINS = ("mediapipe==0.10.21", "numpy<2", "opencv-contrib-python<4.12")  # 0.10.21 needs numpy 1.x
@@ -154,19 +254,20 @@ def compare(ours: dict, reference: dict) -> tuple[dict, str]:
     if "error" in reference:
         return {"error": reference["error"]}, f" | reference failed: {reference['error']}"
     runs, cols = reference.get(ours["mode"], {}), ""
-    for key in ("face_mesh", "face_mesh_refined"):
+    for key in (("face_mesh_refined",) if ours.get("points", 478) == 478 else ("face_mesh",)):
         run = runs.get(key)
         if run is None or "error" in run:
             cols += f" | {key}: {run['error'] if run else 'missing'}"
             continue
+        run = ours.setdefault("vs_reference", {})[key] = dict(run)
         run["throughput_ratio"] = ours["fps"] / run["fps"]
         run["latency_ratio"] = ours["median_ms"] / run["median_ms"]
         run["cpu_ratio"] = ours["cpu_ms_per_frame"] / run["cpu_ms_per_frame"]   # less sensitive to a busy machine
         run["same_faces"] = run["faces_found_median"] == ours["faces_found_median"]
         found = f"{ours['faces_found_median']:g}/{run['faces_found_median']:g}" + ("" if run["same_faces"] else "!")
-        cols += (f" | {run['median_ms']:6.2f} {run['fps']:6.1f} {found:>6} {run['throughput_ratio']:5.2f} "
+        cols += (f" | {key[10:] or 'plain':>7} {run['median_ms']:6.2f} {run['fps']:6.1f} {found:>6} {run['throughput_ratio']:5.2f} "
                  f"{run['latency_ratio']:5.2f}")
-    return runs, cols
+    return ours.get("vs_reference", {}), cols
 
 
 def main(argv=None) -> int:
@@ -174,44 +275,92 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="one face at 640x480 only")
+    parser.add_argument("--quick", action="store_true", help="one face at 640x480 only (core and ROS parts)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip MediaPipe's own face mesh as a reference")
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument("--core-only", action="store_true", help="skip the ROS part (node processes over DDS)")
+    part.add_argument("--ros-only", action="store_true", help="only the ROS part")
+    parser.add_argument("--no-468", dest="rows_468", action="store_false",
+                        help="skip the refine_iris=False (468-point) rows")
+    parser.add_argument("--rss-frames", type=int, default=None,
+                        help="frames of the RSS check (default 10000, 2000 with --quick; 0: skip)")
+    parser.add_argument("--ros-seconds", type=float, default=5.0, help="latency window per ROS row (30 Hz)")
+    parser.add_argument("--throughput-hz", type=float, default=100.0, help="camera rate of the ROS throughput phase")
     args = parser.parse_args(argv)
+    scenes = [(1, "640x480")] if args.quick else [(n, s) for s in SIZES for n in FACE_COUNTS]
+    report: dict = {"machine": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
+                    "load_before": os.getloadavg()}
+    if not args.ros_only:
+        report.update(core_part(args, scenes))
+    if not args.core_only:
+        import e2e_latency
+        print(f"\nROS part: node process + camera process over DDS ({e2e_latency.PROFILE.name} on all sides)")
+        report["ros"] = e2e_latency.run(scenes, (True, False), latency_s=args.ros_seconds,
+                                        throughput_s=max(3.0, 0.8 * args.ros_seconds),
+                                        throughput_hz=args.throughput_hz, threads=args.threads)
+    report["load_after"] = os.getloadavg()
+    print(f"machine: {report['cpu']}, {report['cores']} cores; load average before {report['load_before'][0]:.2f}, "
+          f"after {report['load_after'][0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def core_part(args, scenes) -> dict:
     ref_python, skipped = reference_python() if args.reference else (None, "--no-reference")
     if args.reference and ref_python is None:
         print(f"reference skipped: {skipped}")
-    scenes = [(1, "640x480")] if args.quick else [(n, s) for s in SIZES for n in FACE_COUNTS]
+    ros = ros_stages()
     results = []
-    header = (f"{'faces':>5} {'size':>9} {'mode':>19} {'ms p50':>7} {'p95':>6} {'fps':>6} {'infer':>6} "
-              f"{'ovh':>5} {'cpu ms':>6} {'det%':>5} " + " ".join(f"{s:>9}" for s in STAGES))
+    header = (f"{'faces':>5} {'size':>9} {'mode':>19} {'pts':>3} {'ms p50':>7} {'p95':>6} {'fps':>6} {'infer':>6} "
+              f"{'ovh':>5} {'cpu ms':>6} {'det%':>5} " + " ".join(f"{s:>9}" for s in STAGES)
+              + ("".join(f" {s:>7}" for s in ROS_STAGES) if ros else ""))
     if ref_python:
-        header += "".join(f" | {name + ' p50':>6} {'fps':>6} {'found':>6} {'thr x':>5} {'lat x':>5}"
-                          for name in ("mp468", "mp478"))
+        header += f" | {'mp':>7} {'p50':>6} {'fps':>6} {'found':>6} {'thr x':>5} {'lat x':>5}"
     print(header)
     reference_info = {}
     for n_faces, size_name in scenes:
         ref = reference_scene(ref_python, n_faces, size_name, args.frames, args.warmup) if ref_python else None
         reference_info = (ref or {}).get("mediapipe", reference_info)
-        for tracking in (True, False):
-            r = run_scene(n_faces, size_name, tracking, args.frames, args.warmup, args.threads)
-            results.append(r)
-            r["reference"], ref_cols = compare(r, ref) if ref else ({"skipped": skipped}, "")
-            print(f"{r['faces']:>5} {r['size']:>9} {r['mode']:>19} {r['median_ms']:7.2f} {r['p95_ms']:6.2f} "
-                  f"{r['fps']:6.1f} {r['inference_ms']:6.2f} {100 * r['overhead']:4.0f}% {r['cpu_ms_per_frame']:6.2f} "
-                  f"{100 * r['detector_run_fraction']:4.0f}% "
-                  + " ".join(f"{r['stage_mean_ms'][s]:9.2f}" for s in STAGES) + ref_cols, flush=True)
+        for iris in ((True, False) if args.rows_468 else (True,)):
+            for tracking in (True, False):
+                r = run_scene(n_faces, size_name, tracking, args.frames, args.warmup, args.threads, iris, ros)
+                results.append(r)
+                r["reference"], ref_cols = compare(r, ref) if ref else ({"skipped": skipped}, "")
+                print(f"{r['faces']:>5} {r['size']:>9} {r['mode']:>19} {r['points']:>3} {r['median_ms']:7.2f} "
+                      f"{r['p95_ms']:6.2f} {r['fps']:6.1f} {r['inference_ms']:6.2f} {100 * r['overhead']:4.0f}% "
+                      f"{r['cpu_ms_per_frame']:6.2f} {100 * r['detector_run_fraction']:4.0f}% "
+                      + " ".join(f"{r['stage_mean_ms'][s]:9.2f}" for s in STAGES)
+                      + ("".join(f" {r['stage_mean_ms'][s]:7.2f}" for s in ROS_STAGES) if ros else "")
+                      + ref_cols, flush=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS {peak_rss_mb:.0f} MB; machine: {platform.processor() or platform.machine()}, "
-          f"{__import__('os').cpu_count()} cores; stage columns are mean ms per frame")
+    print(f"peak RSS {peak_rss_mb:.0f} MB; stage columns are mean ms per frame (jpeg: of the frames sampled)")
     if ref_python:
-        print("mp468/mp478: MediaPipe's own face mesh (short-range detector, TFLite + XNNPACK) on the same frames; "
-              "thr x = our fps / its fps, lat x = our p50 / its p50; '!': it found a different number of faces")
-    if args.json:
-        args.json.write_text(json.dumps({"results": results, "peak_rss_mb": peak_rss_mb,
-                                         "machine": platform.platform(), "reference": reference_info}, indent=1))
-    return 0
+        print("mp: MediaPipe's own face mesh (short-range detector, TFLite + XNNPACK) on the same frames, 'refined' "
+              "(478) against our 478-point rows, 'plain' (468) against our 468-point rows; thr x = our fps / its fps, "
+              "lat x = our p50 / its p50; '!': it found a different number of faces")
+    out = {"results": results, "peak_rss_mb": peak_rss_mb, "reference": reference_info}
+    rss_frames = args.rss_frames if args.rss_frames is not None else (2000 if args.quick else 10000)
+    if rss_frames:
+        start = time.monotonic()
+        rss = rss_over_frames(rss_frames, args.threads)
+        out["rss_over_frames"] = rss
+        print(f"RSS over {rss_frames} frames (1 face 640x480 tracking, {time.monotonic() - start:.0f} s): MB after "
+              + ", ".join(f"{n}: {mb:.0f}" for n, mb in rss["peak_rss_mb_after"])
+              + f"; growth after the first tenth {rss['growth_mb']:+.1f} MB")
+    return out
 
 
 if __name__ == "__main__":

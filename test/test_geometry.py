@@ -158,6 +158,51 @@ def test_sign_conventions():
     assert G.yaw_pitch_roll_deg(tilted_right)[2] == pytest.approx(15)
 
 
+def test_line_of_sight_angles():
+    # on the optical axis both conventions agree
+    R = G.rotation_from_yaw_pitch_roll_deg(25, -10, 5)
+    np.testing.assert_allclose(G.yaw_pitch_roll_line_of_sight_deg(R, [0, 0, 0.8]), G.yaw_pitch_roll_deg(R),
+                               atol=1e-9)
+    # a face 20 deg to the image's right of the optical axis, looking straight into the camera: its
+    # camera-relative yaw is 20 deg (turned toward the image's left), its line-of-sight yaw 0
+    t = np.array([math.tan(math.radians(20)), 0.0, 1.0])
+    facing_camera = G.rotation_to_line_of_sight(t) @ G.R_CAM_FACE_FRONTAL
+    np.testing.assert_allclose(facing_camera[:, 0], -t / np.linalg.norm(t), atol=1e-12)   # face x toward camera
+    assert G.yaw_pitch_roll_deg(facing_camera)[0] == pytest.approx(20)
+    np.testing.assert_allclose(G.yaw_pitch_roll_line_of_sight_deg(facing_camera, t), 0.0, atol=1e-9)
+    # above the image centre, looking into the camera: looks down relative to the optical axis
+    t = np.array([0.0, -math.tan(math.radians(15)), 1.0])
+    facing_camera = G.rotation_to_line_of_sight(t) @ G.R_CAM_FACE_FRONTAL
+    assert G.yaw_pitch_roll_deg(facing_camera)[1] == pytest.approx(-15)
+    np.testing.assert_allclose(G.yaw_pitch_roll_line_of_sight_deg(facing_camera, t), 0.0, atol=1e-9)
+    for t in ([0.3, -0.2, 0.5], [0, 0, 2.0], [1e-9, 0, 1.0]):
+        R_los = G.rotation_to_line_of_sight(t)
+        np.testing.assert_allclose(R_los @ R_los.T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(R_los[:, 2], np.asarray(t) / np.linalg.norm(t), atol=1e-12)
+
+
+def test_mesh_mirror_indices(face):
+    mirror = G.mesh_mirror_indices()
+    assert sorted(mirror) == list(range(G.MESH_POINTS))
+    np.testing.assert_array_equal(mirror[mirror], np.arange(G.MESH_POINTS))
+    assert mirror[G.RIGHT_EYE_CORNERS[0]] == G.LEFT_EYE_CORNERS[0]
+    assert mirror[G.RIGHT_EYE_CORNERS[1]] == G.LEFT_EYE_CORNERS[1]
+    assert mirror[1] == 1 and mirror[152] == 152                      # nose tip and chin: on the midline
+    V = face.vertices[:G.MESH_POINTS]
+    np.testing.assert_allclose(V[mirror] * [-1, 1, 1], V, atol=1e-6)
+    # the 68-point subset maps onto itself (iBUG's own left-right pairs)
+    assert set(mirror[G.LANDMARKS_68]) == set(G.LANDMARKS_68)
+    # mirrored synthetic landmarks, re-indexed, give the mirrored pose: yaw and roll change sign
+    cam = CameraModel(K=np.array([[900.0, 0, 640], [0, 900.0, 360], [0, 0, 1]]), D=np.zeros(0),
+                      distortion_model="plumb_bob", width=1280, height=720)
+    R, t = G.rotation_from_yaw_pitch_roll_deg(40, 10, -8), np.array([0.0, 0.0, 0.7])
+    points = synthetic_landmarks(face, R, t, cam, n=G.MESH_POINTS)
+    mirrored = points.copy()
+    mirrored[:, 0] = 2 * cam.K[0, 2] - mirrored[:, 0]
+    pose = G.HeadPoseSolver(PoseConfig(iris_scale=False)).solve(mirrored[mirror], cam)
+    np.testing.assert_allclose(G.yaw_pitch_roll_deg(pose.R_cam_face), [-40, 10, 8], atol=0.05)
+
+
 def test_yaw_pitch_roll_round_trip():
     rng = np.random.default_rng(7)
     for _ in range(200):

@@ -171,3 +171,17 @@ def test_full_range_detector_finds_a_far_face_the_short_range_misses(astronaut):
 def pipeline_for(detector_range: str) -> FacePipeline:
     return FacePipeline(PipelineConfig().updated({"tracking.enabled": False,
                                                   "detector.detector_range": detector_range}))
+
+
+def test_mirror_averaging_makes_the_pose_mirror_symmetric(astronaut):
+    """A mirrored photo must give the mirrored head pose (yaw and roll change sign). Averaging each crop with
+    its mirror removes most of the landmark model's own left-right bias, so the symmetry gets closer."""
+    def asymmetry(mirror_average: bool) -> float:
+        pipeline = FacePipeline(PipelineConfig().updated({"tracking.enabled": False,
+                                                          "landmarks.mirror_average": mirror_average}))
+        yaw, _, roll = yaw_pitch_roll_deg(pipeline.process(astronaut)[0].R_cam_face)
+        yaw_m, _, roll_m = yaw_pitch_roll_deg(pipeline.process(astronaut[:, ::-1].copy())[0].R_cam_face)
+        return abs(yaw + yaw_m) + abs(roll + roll_m)
+    with_average, without = asymmetry(True), asymmetry(False)
+    assert with_average < 1.0
+    assert with_average < without

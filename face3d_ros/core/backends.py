@@ -21,6 +21,9 @@ PROVIDER_CHAINS = {"auto": [TRT, CUDA, CPU], "tensorrt": [TRT, CUDA, CPU], "cuda
 SHORT_NAMES = {TRT: "tensorrt", CUDA: "cuda", CPU: "cpu"}
 
 
+_fallbacks_reported: set[tuple[str, str]] = set()   # (wanted, got) pairs already warned about
+
+
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here and `strict` forbids falling back."""
 
@@ -35,8 +38,8 @@ def provider_chain(config: BackendConfig) -> list[str]:
                    f"{wanted[0]} (available: {', '.join(sorted(available))}); install onnxruntime-gpu "
                    "with CUDA/cuDNN (and TensorRT) to use it")
         if config.strict:
-            raise BackendUnavailable(message)
-        log.warning("%s; falling back to %s", message, SHORT_NAMES[chain[0]])
+            raise BackendUnavailable(message + "; backend.strict forbids falling back")
+        log.warning("%s; falling back to %s (set backend.strict to fail instead)", message, SHORT_NAMES[chain[0]])
     return chain
 
 
@@ -74,9 +77,16 @@ class OnnxModel:
             str(self.path), sess_options=session_options(config),
             providers=[(p, _provider_options(p, config, self.path)) for p in providers])
         self.active_provider = self.session.get_providers()[0]
-        if config.strict and self.active_provider != providers[0]:
-            raise BackendUnavailable(f"{self.path.name}: onnxruntime fell back to {self.active_provider} "
-                                     f"instead of {providers[0]}")
+        if self.active_provider != providers[0]:
+            # the provider is in this onnxruntime build but could not start (CUDA/cuDNN/TensorRT libraries
+            # missing or mismatched, no GPU): onnxruntime silently used the next one
+            message = (f"{self.path.name}: onnxruntime could not start {providers[0]} (GPU, CUDA, cuDNN or "
+                       f"TensorRT libraries missing or mismatched?) and fell back to {self.active_provider}")
+            if config.strict:
+                raise BackendUnavailable(message + "; backend.strict forbids falling back")
+            if (providers[0], self.active_provider) not in _fallbacks_reported:
+                _fallbacks_reported.add((providers[0], self.active_provider))
+                log.warning("%s (set backend.strict to fail instead)", message)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{self.path.name}: expected one input, found {len(inputs)}")

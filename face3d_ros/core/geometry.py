@@ -109,6 +109,30 @@ def rotation_from_yaw_pitch_roll_deg(yaw: float, pitch: float, roll: float) -> n
     return _FLIP_YZ @ Ra.T @ P_CANONICAL_FROM_FACE
 
 
+def rotation_to_line_of_sight(t_cam_face: np.ndarray) -> np.ndarray:
+    """The smallest rotation that turns the camera's optical axis (+z) onto the ray to `t_cam_face`.
+
+    `R_los.T @ R_cam_face` is the face's rotation relative to its line of sight: what a weak-perspective
+    (scaled orthographic) fit of the same image measures, such as AFLW2000-3D's and 300W-LP's Pose_Para
+    labels. A face off the image centre is seen from the side by a pinhole camera: a face 20 deg to the
+    image's right of the optical axis, looking straight into the camera, has a camera-relative yaw of +20 deg
+    (turned toward the image's left) and a line-of-sight yaw of 0.
+    """
+    t = np.asarray(t_cam_face, dtype=np.float64).reshape(3)
+    d = t / np.linalg.norm(t)
+    axis = np.array([-d[1], d[0], 0.0])          # z x d
+    s = float(np.linalg.norm(axis))
+    if s < 1e-15:
+        return np.eye(3) if d[2] > 0 else np.diag([1.0, -1.0, -1.0])
+    return cv2.Rodrigues(axis / s * math.atan2(s, float(d[2])))[0]
+
+
+def yaw_pitch_roll_line_of_sight_deg(R_cam_face: np.ndarray, t_cam_face: np.ndarray) -> tuple[float, float, float]:
+    """`yaw_pitch_roll_deg` of the rotation relative to the line of sight to the face (see
+    `rotation_to_line_of_sight`): the convention of weak-perspective labels (AFLW2000-3D, 300W-LP)."""
+    return yaw_pitch_roll_deg(rotation_to_line_of_sight(t_cam_face).T @ np.asarray(R_cam_face, dtype=np.float64))
+
+
 def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
     """Unit quaternion (x, y, z, w) of a rotation matrix, as geometry_msgs/Quaternion orders it, w >= 0."""
     return Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat(canonical=True)
@@ -140,6 +164,27 @@ LANDMARKS_68 = np.array([
     78, 82, 13, 312, 308, 317, 14, 87,                          # inner lips 60-67
 ], dtype=np.int64)
 LANDMARKS_68.setflags(write=False)
+
+
+@lru_cache(maxsize=4)
+def mesh_mirror_indices(folder: str = "") -> np.ndarray:
+    """(468,) index map of the face mesh's left-right mirror: vertex i of a mirrored face is vertex
+    mirror[i] of the original (the person's right eye corner 33 <-> left 263, midline points map to
+    themselves). MediaPipe's canonical mesh is exactly symmetric about x = 0, so the map is a permutation
+    and an involution; ValueError if the model files say otherwise.
+
+    Use: landmarks predicted on a horizontally mirrored crop, mapped back to image pixels, are
+    `points[mirror]` in the original's vertex order (test-time flip averaging)."""
+    vertices = load_canonical_face(folder).vertices[:MESH_POINTS]
+    mirrored = vertices * np.array([-1.0, 1.0, 1.0])
+    distance = np.linalg.norm(mirrored[:, None, :] - vertices[None, :, :], axis=2)
+    mirror = np.argmin(distance, axis=1)
+    scale = float(np.ptp(vertices, axis=0).max())
+    if (distance[np.arange(MESH_POINTS), mirror].max() > 1e-4 * scale
+            or not np.array_equal(mirror[mirror], np.arange(MESH_POINTS))):
+        raise ValueError("the canonical face mesh is not left-right symmetric")
+    mirror.setflags(write=False)
+    return mirror
 
 
 def landmarks_68(landmarks_px: np.ndarray) -> np.ndarray:

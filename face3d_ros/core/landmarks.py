@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backends import OnnxModel
-from .roi import (LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER, crop, crop_to_image,
+from .roi import (LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER, crop_into, crop_to_image,
                   eye_line_rotation)
 from .types import Roi
 
@@ -29,12 +29,30 @@ def _layout(batch: np.ndarray, model: OnnxModel) -> np.ndarray:
     return np.ascontiguousarray(batch)
 
 
-def _run(model: OnnxModel, crops: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Run the model on each crop: one call for all when its batch is dynamic, else one call each."""
+class CropBatch:
+    """A reused float32 (N, size, size, 3) input buffer: the crops are written straight into it (no per-crop
+    arrays, no np.stack, no fresh half-megabyte allocation per image)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._buffer = np.empty((0, size, size, 3), np.float32)
+
+    def fill(self, image: np.ndarray, rois, flips=None) -> tuple[np.ndarray, list[np.ndarray]]:
+        n = len(rois)
+        if self._buffer.shape[0] < n:
+            self._buffer = np.empty((n, self.size, self.size, 3), np.float32)
+        batch = self._buffer[:n]
+        flips = flips or (False,) * n
+        affines = [crop_into(image, roi, self.size, batch[i], flip) for i, (roi, flip) in enumerate(zip(rois, flips))]
+        return batch, affines
+
+
+def _run(model: OnnxModel, batch: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Run the model on each crop of `batch`: one call for all when its batch is dynamic, else one call each."""
     if _batched(model):
-        outputs = model(_layout(np.stack(crops), model))
-        return [{k: v[i] for k, v in outputs.items()} for i in range(len(crops))]
-    return [model(_layout(c[None], model)) for c in crops]
+        outputs = model(_layout(batch, model))
+        return [{k: v[i] for k, v in outputs.items()} for i in range(len(batch))]
+    return [model(_layout(batch[i:i + 1], model)) for i in range(len(batch))]
 
 
 def _output_by_size(outputs: dict[str, np.ndarray], size: int) -> np.ndarray:
@@ -42,22 +60,35 @@ def _output_by_size(outputs: dict[str, np.ndarray], size: int) -> np.ndarray:
 
 
 class FaceLandmarker:
-    """ROIs -> (468, 3) landmarks in image pixels and a face-presence score per ROI."""
+    """ROIs -> (468, 3) landmarks in image pixels and a face-presence score per ROI.
 
-    def __init__(self, model: OnnxModel):
+    With `mirror_average`, each crop also runs mirrored and the two results are averaged (the mirrored
+    one re-indexed by `mirror`, the mesh's left-right map): this cancels part of the model's left-right
+    bias, at one more inference per face.
+    """
+
+    def __init__(self, model: OnnxModel, mirror: np.ndarray | None = None):
         self.model = model
+        self.mirror = mirror
+        self._batch = CropBatch(FACE_INPUT)
 
-    def __call__(self, image: np.ndarray, rois: list[Roi]) -> list[tuple[np.ndarray, float]]:
+    def __call__(self, image: np.ndarray, rois: list[Roi],
+                 mirror_average: bool = False) -> list[tuple[np.ndarray, float]]:
         if not rois:
             return []
-        crops, affines = zip(*(crop(image, roi, FACE_INPUT) for roi in rois))
-        results = []
-        for roi, affine, outputs in zip(rois, affines, _run(self.model, list(crops))):
+        n = len(rois)
+        mirrored = mirror_average and self.mirror is not None
+        all_rois = list(rois) * (2 if mirrored else 1)
+        batch, affines = self._batch.fill(image, all_rois, [False] * n + [True] * n if mirrored else None)
+        decoded = []
+        for roi, affine, outputs in zip(all_rois, affines, _run(self.model, batch)):
             points = _output_by_size(outputs, 468 * 3).reshape(468, 3).astype(np.float64)
             logit = float(_output_by_size(outputs, 1)[0])
-            score = 1.0 / (1.0 + np.exp(-np.clip(logit, -100, 100)))
-            results.append((crop_to_image(points, affine, FACE_INPUT, roi.size), score))
-        return results
+            decoded.append((crop_to_image(points, affine, FACE_INPUT, roi.size), logit))
+        if mirrored:
+            decoded = [(0.5 * (points + decoded[n + i][0][self.mirror]), 0.5 * (logit + decoded[n + i][1]))
+                       for i, (points, logit) in enumerate(decoded[:n])]
+        return [(points, 1.0 / (1.0 + np.exp(-np.clip(logit, -100, 100)))) for points, logit in decoded]
 
 
 def eye_rois(landmarks_px: np.ndarray) -> tuple[Roi, Roi]:
@@ -74,17 +105,15 @@ class IrisLandmarker:
 
     def __init__(self, model: OnnxModel):
         self.model = model
+        self._batch = CropBatch(IRIS_INPUT)
 
     def __call__(self, image: np.ndarray, meshes: list[np.ndarray]) -> list[np.ndarray]:
         if not meshes:
             return []
-        crops, transforms = [], []
-        for mesh in meshes:
-            for roi, mirrored in zip(eye_rois(mesh), (False, True)):
-                patch, affine = crop(image, roi, IRIS_INPUT, flip=mirrored)
-                crops.append(patch)
-                transforms.append((affine, roi.size))
-        outputs = _run(self.model, crops)
+        rois = [roi for mesh in meshes for roi in eye_rois(mesh)]
+        batch, affines = self._batch.fill(image, rois, (False, True) * len(meshes))
+        transforms = [(affine, roi.size) for affine, roi in zip(affines, rois)]
+        outputs = _run(self.model, batch)
         refined = []
         for i, mesh in enumerate(meshes):
             irises = []

@@ -73,6 +73,40 @@ def verify_model_file(path: Path) -> None:
         raise ValueError(f"model file {path} does not match {MANIFEST} (corrupt or replaced)")
 
 
+class ModelFilesError(ValueError):
+    """Model files missing or corrupt; the message lists every problem and the folder."""
+
+
+def check_model_files(folder: Path, names) -> list[str]:
+    """The problems of the model files `names` in `folder` (missing, empty, or not matching the manifest
+    beside them), one line each; empty when all are fine. Every file is checked, not just the first bad one."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
+    problems = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+            continue
+        size = path.stat().st_size
+        if size == 0:
+            problems.append(f"{name} is empty (0 bytes)")
+            continue
+        expected = manifest.get(name)
+        if expected is not None and sha256_of(path) != expected:
+            problems.append(f"{name} ({size} bytes) does not match its sha256 in {MANIFEST} (corrupt, truncated "
+                            "or replaced)")
+    return problems
+
+
+def verify_model_files(folder: Path, names) -> None:
+    """Raise ModelFilesError listing every problem of the model files `names` in `folder`."""
+    problems = check_model_files(folder, names)
+    if problems:
+        raise ModelFilesError(f"model files in {folder} are unusable: " + "; ".join(problems)
+                              + " (reinstall the package or point backend.models_dir at a complete folder)")
+
+
 def share_dir(override: str = "") -> Path:
     """The package's share folder (models/, config/, launch/): installed, or the source tree."""
     return models_dir(override).parent

@@ -17,7 +17,7 @@ import numpy as np
 from .backends import OnnxModel, provider_chain
 from .config import PipelineConfig
 from .detector import SPECS, BlazeFaceModel, FaceDetector, box_iou
-from .geometry import HeadPoseSolver
+from .geometry import HeadPoseSolver, mesh_mirror_indices
 from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_file
 from .roi import MESH_POINTS, roi_from_detection, roi_from_landmarks, roi_iou
@@ -71,7 +71,8 @@ class FacePipeline:
 
         self.detector = FaceDetector([BlazeFaceModel(spec, load(spec.file))
                                       for spec in SPECS[self.config.detector.detector_range]])
-        self.landmarker = FaceLandmarker(load("face_landmark.onnx"))
+        self.landmarker = FaceLandmarker(load("face_landmark.onnx"),
+                                         mirror=mesh_mirror_indices(self.config.backend.models_dir))
         self.iris = IrisLandmarker(load("iris_landmark.onnx")) if self.config.landmarks.refine_iris else None
         self.solver = HeadPoseSolver(self.config.pose, models_dir=self.config.backend.models_dir)
         self.tracker = FaceTracker(self.config.tracking, self.config.smoothing)
@@ -157,7 +158,8 @@ class FacePipeline:
                or self.frames % cfg.tracking.detect_interval == 0)
         detected = self._detect(image) if due else []
         candidates = (tracked + self._new_faces(tracked, detected))[:cfg.detector.max_faces]
-        faces = self._drop_duplicates(self._run_landmarks(image, candidates))
+        single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
+        faces = self._drop_duplicates(self._run_landmarks(image, candidates, single_pass_mirror))
         if tracking and not due and len(faces) < len(tracked):
             # a tracked face was lost: look for faces again in this same image rather than the next one
             fresh = self._new_faces(faces, self._detect(image))
@@ -167,7 +169,7 @@ class FacePipeline:
             # what tracking does across images, done within one: the landmarks give a better-aligned crop
             refined = [Face(bbox=f.bbox, detection_score=f.detection_score,
                             roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale)) for f in faces]
-            faces = self._drop_duplicates(self._run_landmarks(image, refined))
+            faces = self._drop_duplicates(self._run_landmarks(image, refined, cfg.landmarks.mirror_average))
         faces = faces[:cfg.detector.max_faces]
         if self.iris and faces:
             with self._stage("iris"):
@@ -189,10 +191,10 @@ class FacePipeline:
         """Detections overlapping no known face (a tracked ROI beats a detection, as in MediaPipe)."""
         return [d for d in detected if all(roi_iou(d.roi, k.roi) <= DUPLICATE_IOU for k in known)]
 
-    def _run_landmarks(self, image: np.ndarray, candidates: list[Face]) -> list[Face]:
+    def _run_landmarks(self, image: np.ndarray, candidates: list[Face], mirror_average: bool = False) -> list[Face]:
         cfg = self.config
         with self._stage("landmarks"):
-            results = self.landmarker(image, [c.roi for c in candidates])
+            results = self.landmarker(image, [c.roi for c in candidates], mirror_average)
         faces = []
         for candidate, (points, score) in zip(candidates, results):
             if score >= cfg.landmarks.min_landmark_score:

@@ -50,14 +50,27 @@ def image_from_crop(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
 
 def crop(image: np.ndarray, roi: Roi, out_size: int, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The ROI resampled to out_size x out_size RGB in [0, 1], and the crop -> image affine."""
+    out = np.empty((out_size, out_size, 3), np.float32)
+    return out, crop_into(image, roi, out_size, out, flip)
+
+
+_SAMPLE_SHIFT = np.array([0.5, 0.5])
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+def crop_into(image: np.ndarray, roi: Roi, out_size: int, out: np.ndarray, flip: bool = False) -> np.ndarray:
+    """`crop` writing the float32 RGB crop into `out` (out_size x out_size x 3, e.g. one slot of a model's
+    input batch): no intermediate RGB or float copies. Returns the crop -> image affine."""
     affine = image_from_crop(roi, out_size, flip)
     # warpAffine samples crop pixel u at its centre, u + 0.5 in crop coordinates
     sample = affine.copy()
-    sample[:, 2] += affine[:, :2] @ np.array([0.5, 0.5])
+    sample[:, 2] += affine[:, :2] @ _SAMPLE_SHIFT
     patch = cv2.warpAffine(image, sample, (out_size, out_size),
                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    rgb = cv2.cvtColor(patch, cv2.COLOR_BGR2RGB)
-    return rgb.astype(np.float32) * (1.0 / 255.0), affine
+    # BGR -> RGB by reversing the channel axis, uint8 -> float32 and the scale in one pass (the same values as
+    # cvtColor(BGR2RGB).astype(float32) * (1 / 255))
+    np.multiply(patch[..., ::-1], _INV_255, out=out, dtype=np.float32)
+    return affine
 
 
 def crop_to_image(points: np.ndarray, affine: np.ndarray, out_size: int, roi_size: float) -> np.ndarray:

@@ -7,14 +7,43 @@ With autostart:=true (the default) the node configures and activates itself and 
 status 1 if that fails (the reason is logged); with autostart:=false it waits in the unconfigured state for
 the lifecycle transitions (`ros2 lifecycle set /face3d_node configure`, then `activate`).
 Ctrl-C (SIGINT) and SIGTERM end it cleanly with status 0.
+
+The node's callbacks never let an exception out; should one escape anyway (a bug), it is logged with its
+traceback and the node keeps running. Only MAX_ESCAPES of them within ESCAPE_WINDOW_S seconds end the process
+(status 1), so that a supervisor (launch `respawn`, systemd) can restart a node that is failing for good.
 """
 from __future__ import annotations
 
 import sys
+import time
+import traceback
+from collections import deque
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
+
+
+MAX_ESCAPES, ESCAPE_WINDOW_S = 20, 10.0
+
+
+def spin(executor, node) -> int:
+    """Spin until shutdown (0); a callback's exception is logged and spinning goes on, unless they come too
+    fast (1)."""
+    escapes: deque[float] = deque(maxlen=MAX_ESCAPES)
+    while True:
+        try:
+            executor.spin()
+            return 0
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as err:
+            escapes.append(time.monotonic())
+            node.get_logger().error(f"a callback raised {type(err).__name__}: {err} (the node goes on):\n"
+                                    + "".join(traceback.format_exception(err)).rstrip())
+            if len(escapes) == MAX_ESCAPES and escapes[-1] - escapes[0] < ESCAPE_WINDOW_S:
+                node.get_logger().fatal(f"{MAX_ESCAPES} callback failures within {ESCAPE_WINDOW_S:g} s: exiting")
+                return 1
 
 
 def main(args: list[str] | None = None) -> int:
@@ -30,7 +59,7 @@ def main(args: list[str] | None = None) -> int:
                     return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        return spin(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass   # Ctrl-C or SIGTERM: a normal end
     finally:

@@ -11,14 +11,22 @@ Lifecycle: parameters are declared in __init__; on_configure validates them and 
 (FAILURE with the reason in the log when a value or a model file is bad: nothing half-built stays);
 on_activate subscribes; on_deactivate unsubscribes; on_cleanup releases the pipeline.
 Images are processed in the subscription callback, newest only (KEEP_LAST 1): no timer, no queue.
+
+Robustness: no callback lets an exception out (a bad message, a bug: the node logs it and goes on). Each
+kind of problem (an image's wrong encoding, step or size, a corrupt JPEG, an invalid CameraInfo, stamps going
+backwards, ...) is logged at most once per THROTTLE_S seconds, with its reason and how many more were seen
+meanwhile; /diagnostics counts them per kind (`problems.<kind>`), with the live track count, the marker ids
+awaiting a DELETE and the node's publishers.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import statistics
 import time
-from collections import deque
+import traceback
+from collections import Counter, OrderedDict, deque
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -78,6 +86,69 @@ class RosLogHandler(logging.Handler):
             pass
 
 
+class ProblemLog:
+    """Rate-limited log lines per KIND of problem: the first of a kind is logged at once, the next ones at
+    most once per `period_s` (with the number seen meanwhile). rclpy's throttle_duration_sec throttles per
+    call site, so one kind of bad input would hide another; this does not. Counts every problem by kind."""
+
+    MAX_KINDS = 256   # kinds are a fixed set plus exception type names; bounded all the same
+
+    def __init__(self, logger, period_s: float = THROTTLE_S) -> None:
+        self._logger = logger
+        self._period_s = period_s
+        self._last: OrderedDict[str, list] = OrderedDict()   # kind -> [monotonic time logged, suppressed]
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, level: str, kind: str, text: str) -> bool:
+        """Log `text` at `level` ("info", "warning", "error") unless `kind` was logged < period_s ago."""
+        now = time.monotonic()
+        if len(self.counts) < self.MAX_KINDS or kind in self.counts:
+            self.counts[kind] += 1
+        entry = self._last.get(kind)
+        if entry is not None and now - entry[0] < self._period_s:
+            entry[1] += 1
+            return False
+        if entry is not None and entry[1]:
+            text += f" [{entry[1]} more like this in the last {now - entry[0]:.0f} s]"
+        self._last[kind] = [now, 0]
+        self._last.move_to_end(kind)
+        while len(self._last) > self.MAX_KINDS:
+            self._last.popitem(last=False)
+        try:   # one call site per severity: rclpy refuses a call site whose severity changes
+            if level == "error":
+                self._logger.error(text)
+            elif level == "warning":
+                self._logger.warning(text)
+            else:
+                self._logger.info(text)
+        except Exception:   # a log line must never break the node
+            pass
+        return True
+
+
+def _guarded(kind: str):
+    """Decorator for callbacks: an exception is logged (rate-limited, with where it came from), never raised
+    into the executor, which would end the node."""
+    def wrap(method):
+        @functools.wraps(method)
+        def guarded(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as err:
+                self._problem("error", f"unexpected:{kind}:{type(err).__name__}",
+                              f"{kind} failed: {_describe(err)}")
+                return None
+        return guarded
+    return wrap
+
+
+def _describe(err: BaseException) -> str:
+    """`Type: message (at file:line in function)`: enough to find a bug from one log line."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = f" (at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
 class Stats:
     """Counters and timings reported on /diagnostics (totals since activation, and per report window)."""
 
@@ -102,6 +173,7 @@ class Face3dNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         # Start-up values rclpy rejected (type, range), by name: on_configure fails with them.
         self._startup_problems: dict[str, str] = params.declare(self)
+        self._problem = ProblemLog(self.get_logger())
         self._log_handler = RosLogHandler(self.get_logger())
         logging.getLogger("face3d_ros").addHandler(self._log_handler)
         logging.getLogger("face3d_ros").setLevel(logging.INFO)
@@ -115,7 +187,9 @@ class Face3dNode(LifecycleNode):
         self._settings: dict = {}
         self._triangles = None
         self._topology: FaceMeshTopology | None = None
-        self._publishers: list = []
+        # NOT `_publishers`: that is rclpy.Node's own list of every publisher of the node (overwriting it lost
+        # track of /parameter_events, and destroying while iterating over it leaked publishers at cleanup)
+        self._own_publishers: list = []
         self._faces_pub = self._markers_pub = self._debug_pub = self._mesh_pub = None
         self._diag_pub = self._tf_pub = self._tf_broadcaster = None
         self._image_sub = self._info_sub = None
@@ -128,6 +202,7 @@ class Face3dNode(LifecycleNode):
         self._camera_error: str | None = None
         self._fallback_camera: CameraModel | None = None
         self._last_stamp_ns: int | None = None
+        self._image_size: tuple[int, int] | None = None
         self._stamps: deque[int] = deque(maxlen=GAP_WINDOW + 1)
         self._callback_s: deque[float] = deque(maxlen=GAP_WINDOW)
         self._marker_ids: set[str] = set()
@@ -137,7 +212,7 @@ class Face3dNode(LifecycleNode):
     def _release(self) -> None:
         """Destroy what on_activate and on_configure created; safe to call in any state."""
         self._unsubscribe()
-        for pub in self._publishers:
+        for pub in list(self._own_publishers):   # a copy: destroying one removes it from rclpy's own list
             try:
                 if isinstance(pub, LifecyclePublisher):
                     self.destroy_lifecycle_publisher(pub)
@@ -161,6 +236,13 @@ class Face3dNode(LifecycleNode):
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """Validate run-time changes (ros2 param set) and apply them: pipeline ones via update_config()."""
+        try:
+            return self._set_parameters(parameters)
+        except Exception as err:   # never into rclpy: the change is refused with the reason
+            self.get_logger().error(f"parameter change failed: {_describe(err)}")
+            return SetParametersResult(successful=False, reason=f"internal error: {type(err).__name__}: {err}")
+
+    def _set_parameters(self, parameters) -> SetParametersResult:
         values = {p.name: p.value for p in parameters}
         result = params.check_parameters(values.items(), configured=self._pipeline is not None)
         if not result.successful:
@@ -195,8 +277,15 @@ class Face3dNode(LifecycleNode):
                 log.error("configure failed: invalid parameters: " + "; ".join(problems))
                 return TransitionCallbackReturn.FAILURE
             config = params.pipeline_config(values)
-            from ..core import geometry
+            from ..core import geometry, model_files
+            from ..core.detector import SPECS as DETECTOR_SPECS
             from ..core.pipeline import FacePipeline   # onnxruntime: imported when needed
+            # every file this configuration needs, checked up front: all problems in one message
+            folder = model_files.models_dir(config.backend.models_dir)
+            needed = [spec.file for spec in DETECTOR_SPECS[config.detector.detector_range]]
+            needed += ["face_landmark.onnx"] + (["iris_landmark.onnx"] if config.landmarks.refine_iris else [])
+            needed += [geometry.CANONICAL_OBJ, geometry.CANONICAL_WITH_IRIS_OBJ, geometry.PROCRUSTES_PBTXT]
+            model_files.verify_model_files(folder, needed)
             pipeline = FacePipeline(config)
             canonical = geometry.load_canonical_face(config.backend.models_dir)
             if config.landmarks.refine_iris:
@@ -230,13 +319,13 @@ class Face3dNode(LifecycleNode):
         self._debug_pub = pub(Image, "debug_image", qos_profile_sensor_data)
         self._mesh_pub = pub(FaceMeshTopology, "mesh_topology", LATCHED_QOS)
         self._diag_pub = pub(DiagnosticArray, "/diagnostics", 10)
-        self._publishers = [self._faces_pub, self._markers_pub, self._debug_pub, self._mesh_pub, self._diag_pub]
+        self._own_publishers = [self._faces_pub, self._markers_pub, self._debug_pub, self._mesh_pub, self._diag_pub]
         if TransformBroadcaster is not None:
             self._tf_broadcaster = TransformBroadcaster(self)
-            self._publishers.append(self._tf_broadcaster.pub_tf)
+            self._own_publishers.append(self._tf_broadcaster.pub_tf)
         elif TFMessage is not None:
             self._tf_pub = pub(TFMessage, "/tf", TF_QOS)
-            self._publishers.append(self._tf_pub)
+            self._own_publishers.append(self._tf_pub)
         else:
             self.get_logger().warning("neither tf2_ros nor tf2_msgs is installed: no TF frames are published")
 
@@ -254,15 +343,18 @@ class Face3dNode(LifecycleNode):
                              durability=DurabilityPolicy.VOLATILE)
             events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos,
                                                 message_lost=self._on_message_lost)
+            # camera_info FIRST: when an image and its CameraInfo are both waiting, the executor runs the
+            # callbacks in creation order, so the image is processed with its own CameraInfo (a resolution
+            # or calibration change takes effect at the image that brings it, no image is skipped)
+            self._info_sub = self.create_subscription(
+                CameraInfo, "camera_info", self._on_camera_info, qos,
+                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
             if self._settings["image_transport"] == "compressed":
                 self._image_sub = self.create_subscription(CompressedImage, self._image_topic(), self._on_compressed,
                                                            qos, event_callbacks=events)
             else:
                 self._image_sub = self.create_subscription(Image, self._image_topic(), self._on_image, qos,
                                                            event_callbacks=events)
-            self._info_sub = self.create_subscription(
-                CameraInfo, "camera_info", self._on_camera_info, qos,
-                event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos))
             self._diag_timer = self.create_timer(1.0, self._on_diagnostics_timer)
         except Exception as err:
             self.get_logger().error(f"activate failed: {type(err).__name__}: {err}")
@@ -303,17 +395,20 @@ class Face3dNode(LifecycleNode):
         return "image"
 
     # ------------------------------------------------------------------------------------------ inputs
+    @_guarded("camera_info callback")
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        """The newest CameraInfo rules: an invalid one stops processing until a valid one arrives (a camera
+        that says it is uncalibrated is not silently used with its previous calibration)."""
         try:
             camera = conversions.camera_info_to_model(msg)
         except (InputError, ValueError) as err:
             reason = f"invalid CameraInfo on {self._info_sub.topic_name}: {err}"
-            if reason != self._camera_error:
-                self.get_logger().error(reason + self._without_camera_action())
+            self._problem("error", f"camera_info:{getattr(err, 'kind', 'invalid')}",
+                          reason + self._without_camera_action())
             self._camera, self._camera_error = None, reason
             return
         if self._camera_error is not None:
-            self.get_logger().info("a valid CameraInfo arrived: processing images with it")
+            self._problem("info", "camera_info:recovered", "a valid CameraInfo arrived: processing images with it")
         self._camera, self._camera_error = camera, None
 
     def _without_camera_action(self) -> str:
@@ -327,9 +422,9 @@ class Face3dNode(LifecycleNode):
         camera = self._camera
         if camera is not None:
             if camera.width and camera.height and (camera.width, camera.height) != (width, height):
-                self.get_logger().warning(
-                    f"CameraInfo is for {camera.width}x{camera.height} images but the image is {width}x{height}:"
-                    " skipping images until they match", throttle_duration_sec=THROTTLE_S)
+                self._problem("warning", "camera_info:size_mismatch",
+                              f"image skipped: CameraInfo is for {camera.width}x{camera.height} images but the "
+                              f"image is {width}x{height}: skipping images until they match")
                 return None
             return camera
         hfov = self._settings["fallback_hfov_deg"]
@@ -342,28 +437,39 @@ class Face3dNode(LifecycleNode):
                                        "images until one arrives")
             return fallback
         if self._camera_error is None:
-            self.get_logger().warning(
-                f"no CameraInfo received yet on {self._info_sub.topic_name}: skipping images until one arrives"
-                " (or set fallback_hfov_deg to assume a field of view meanwhile)", throttle_duration_sec=THROTTLE_S)
+            self._problem("warning", "camera_info:none_yet",
+                          f"no CameraInfo received yet on {self._info_sub.topic_name}: skipping images until one "
+                          "arrives (or set fallback_hfov_deg to assume a field of view meanwhile)")
         else:
-            self.get_logger().error(self._camera_error + self._without_camera_action(),
-                                    throttle_duration_sec=THROTTLE_S)
+            self._problem("error", "camera_info:invalid_meanwhile",
+                          "image skipped: " + self._camera_error + self._without_camera_action())
         return None
 
     def _on_image(self, msg: Image) -> None:
         self._handle_image(msg, conversions.image_to_bgr)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._handle_image(msg, conversions.compressed_to_bgr)
+        self._handle_image(msg, self._decode_compressed)
 
+    def _decode_compressed(self, msg: CompressedImage) -> np.ndarray:
+        bgr, warnings = conversions.decode_compressed(msg)
+        if warnings:   # the codec complained, but the pixels are right: processed
+            self._problem("warning", "image:decode_warning",
+                          f"compressed image ({msg.format or 'no format'}, {len(msg.data)} bytes) decoded with "
+                          f"warnings, processed all the same: {'; '.join(warnings)}")
+        return bgr
+
+    @_guarded("message-lost event")
     def _on_message_lost(self, event) -> None:
         """DDS says images never arrived (best effort: typically large images split in fragments)."""
         self._stats.lost_dds = int(event.total_count)
-        self.get_logger().warning(
-            f"DDS lost {event.total_count} image(s) on {self._image_sub.topic_name} so far. Full-size raw images "
+        topic = self._image_sub.topic_name if self._image_sub is not None else "the image topic"
+        self._problem(
+            "warning", "dds_lost",
+            f"DDS lost {event.total_count} image(s) on {topic} so far. Full-size raw images "
             "over best-effort DDS are lost unless the camera's side uses a larger shared-memory segment "
             "(config/fastdds_large_images.xml) or compressed images (image_transport:=compressed); see the "
-            f"{README_LARGE_IMAGES}", throttle_duration_sec=THROTTLE_S)
+            f"{README_LARGE_IMAGES}")
 
     def _handle_image(self, msg, convert) -> None:
         """Never raises: a bad image is skipped with a rate-limited log line."""
@@ -374,8 +480,8 @@ class Face3dNode(LifecycleNode):
             self._process(msg, convert, start)
         except Exception as err:
             self._stats.skipped += 1
-            self.get_logger().error(f"image skipped: unexpected {type(err).__name__}: {err}",
-                                    throttle_duration_sec=THROTTLE_S)
+            self._problem("error", f"unexpected:image:{type(err).__name__}",
+                          f"image skipped: unexpected {_describe(err)}")
         finally:
             self._callback_s.append(time.perf_counter() - start)
 
@@ -386,31 +492,44 @@ class Face3dNode(LifecycleNode):
             image = convert(msg)
         except (InputError, ValueError) as err:   # bad encoding, corrupt JPEG, inconsistent sizes
             self._stats.skipped += 1
-            self.get_logger().warning(f"image skipped: {err}", throttle_duration_sec=THROTTLE_S)
+            self._problem("warning", f"image:{getattr(err, 'kind', 'invalid')}", f"image skipped: {err}")
             return
         height, width = image.shape[:2]
         camera = self._camera_for(width, height)
         if camera is None:
             self._stats.skipped += 1
             return
+        self._follow_size(width, height)
         self._follow_stamps(stamp_ns)
         try:
             faces = self._pipeline.process(image, camera, stamp_ns)
-        except InputError as err:
+        except InputError as err:   # e.g. smaller than the pipeline's minimum size
             self._stats.skipped += 1
-            self.get_logger().warning(f"image skipped: {err}", throttle_duration_sec=THROTTLE_S)
+            self._problem("warning", "image:unusable", f"image skipped: {err}")
             return
         if self._settings["publish_tentative"] and self._pipeline.config.tracking.enabled:
             faces = self._pipeline.tracker.published_faces(include_tentative=True)
         self._publish(header, faces, image, camera, start)
+
+    def _follow_size(self, width: int, height: int) -> None:
+        """A new image size restarts the tracking: the tracks' boxes and crops are pixels of the old size (kept,
+        they would coast beside the same faces found anew, published twice)."""
+        size = (width, height)
+        if self._image_size is not None and size != self._image_size:
+            self._problem("info", "image_size_changed",
+                          f"image size changed from {self._image_size[0]}x{self._image_size[1]} to {width}x{height}:"
+                          " tracking restarts")
+            self._pipeline.reset()
+        self._image_size = size
 
     def _follow_stamps(self, stamp_ns: int) -> None:
         """Stamps going backwards reset the tracking; gaps in the stamps mean images went missing."""
         last = self._last_stamp_ns
         self._last_stamp_ns = stamp_ns
         if last is not None and stamp_ns < last:
-            self.get_logger().info(f"image stamps went backwards by {(last - stamp_ns) / 1e9:.3f} s (a new stream "
-                                   "or a looping bag): tracking restarts")
+            self._problem("info", "stamps_backwards",
+                          f"image stamps went backwards by {(last - stamp_ns) / 1e9:.3f} s (a new stream or a "
+                          "looping bag): tracking restarts")
             self._pipeline.reset()
             self._stamps.clear()
         self._stamps.append(stamp_ns)
@@ -429,17 +548,18 @@ class Face3dNode(LifecycleNode):
         self._stats.missing += missing
         busy_s = statistics.median(self._callback_s) if self._callback_s else 0.0
         if busy_s * 1e9 > 0.8 * median:
-            self.get_logger().info(
+            self._problem(
+                "info", "images_skipped_busy",
                 f"{missing} image(s) skipped: this node needs ~{busy_s * 1e3:.0f} ms per image and images come "
-                f"every ~{median / 1e6:.0f} ms, so it processes the newest one only (by design)",
-                throttle_duration_sec=THROTTLE_S)
+                f"every ~{median / 1e6:.0f} ms, so it processes the newest one only (by design)")
         else:
-            self.get_logger().warning(
+            self._problem(
+                "warning", "images_missing",
                 f"{missing} image(s) missing before stamp {stamp_ns / 1e9:.3f} (gap {gap / 1e6:.0f} ms, images "
                 f"usually every {median / 1e6:.0f} ms; DDS reported {self._stats.lost_dds} lost so far). Full-size "
                 "raw images over best-effort DDS are lost unless the camera's side uses a larger shared-memory "
                 "segment (config/fastdds_large_images.xml) or compressed images (image_transport:=compressed); "
-                f"see the {README_LARGE_IMAGES}", throttle_duration_sec=THROTTLE_S)
+                f"see the {README_LARGE_IMAGES}")
 
     # ------------------------------------------------------------------------------------------ outputs
     def _publish(self, header, faces, image, camera, start: float) -> None:
@@ -451,7 +571,7 @@ class Face3dNode(LifecycleNode):
             tf = messages.transforms(header, faces, prefix)
         except ValueError as err:   # e.g. an image without frame_id
             tf = []
-            self.get_logger().warning(f"no TF published: {err}", throttle_duration_sec=THROTTLE_S)
+            self._problem("warning", "no_tf", f"no TF published: {err}")
         faces_msg.processing_latency = time.perf_counter() - start
         self._faces_pub.publish(faces_msg)
         if tf:
@@ -498,20 +618,21 @@ class Face3dNode(LifecycleNode):
         self._qos_mismatch_reported = offenders
         return bool(offenders)
 
+    @_guarded("incompatible-QoS event")
     def _on_incompatible_qos(self, event) -> None:
         if not self._check_qos():
-            self.get_logger().warning(
+            self._problem(
+                "warning", "incompatible_qos",
                 f"a publisher of one of this node's inputs offers an incompatible QoS "
-                f"({qos_policy_name_from_kind(event.last_policy_kind)}): nothing is received from it",
-                throttle_duration_sec=THROTTLE_S)
+                f"({qos_policy_name_from_kind(event.last_policy_kind)}): nothing is received from it")
 
     def _on_diagnostics_timer(self) -> None:
         try:
             self._check_qos()
             self._diag_pub.publish(self._diagnostics())
         except Exception as err:
-            self.get_logger().error(f"diagnostics failed: {type(err).__name__}: {err}",
-                                    throttle_duration_sec=THROTTLE_S)
+            self._problem("error", f"unexpected:diagnostics:{type(err).__name__}",
+                          f"diagnostics failed: {_describe(err)}")
         self._stats.start_window()
 
     def _diagnostics(self) -> DiagnosticArray:
@@ -543,10 +664,17 @@ class Face3dNode(LifecycleNode):
             "frames_dropped": str(stats.missing),
             "frames_lost_dds": str(stats.lost_dds),
             "camera_info": "valid" if self._camera is not None else (self._camera_error or "none yet"),
+            # leak watch: all three return to 0 (publishers: stay constant) when no face is seen
+            "tracks": str(len(pipeline.tracker.tracks) if pipeline.config.tracking.enabled else 0),
+            "marker_ids": str(len(self._marker_ids)),
+            "publishers": str(len(list(self.publishers))),
+            "subscriptions": str(len(list(self.subscriptions))),
         }
+        values.update({f"problems.{kind}": str(n) for kind, n in sorted(self._problem.counts.items())})
         values.update({f"stage_ms.{k}": f"{v:.2f}" for k, v in pipeline.stage_ms.items()})
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: face pipeline", message=message,
-                                  hardware_id=str(pipeline.backend),
+        # the fully qualified name: several face3d nodes (namespaces) report apart
+        name = f"{self.get_fully_qualified_name().lstrip('/')}: face pipeline"
+        status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=str(pipeline.backend),
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         return DiagnosticArray(header=self._diag_header(), status=[status])
 
