@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/aflw2000_prnet16")
     parser.add_argument("--detector-range", default="full", choices=("short", "full", "both"))
     parser.add_argument("--no-iris-scale", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
+                        help="override a pipeline setting, e.g. --set landmarks.mirror_average=false")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     parser.add_argument("--json", type=Path, help="write the summary and per-image rows here")
     parser.add_argument("--verbose", action="store_true", help="print every image's errors")
@@ -148,8 +150,12 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         print(f"no data folder {args.data}", file=sys.stderr)
         return 2
-    config = PipelineConfig().updated({"tracking.enabled": False, "detector.detector_range": args.detector_range,
-                                       "pose.iris_scale": not args.no_iris_scale})
+    overrides = {"tracking.enabled": False, "detector.detector_range": args.detector_range,
+                 "pose.iris_scale": not args.no_iris_scale}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+    config = PipelineConfig().updated(overrides).check()
     summary = evaluate(args.data, config, args.limit)
     if args.verbose:
         for row in summary["rows"]:

@@ -12,13 +12,14 @@ consumers (test/ros_helpers.py, shared with test/test_robustness.py).
    image in a random supported encoding) with a stamp of its own, and waits for the node's FacePoseArray with
    that stamp: a good frame is LOST unless it comes back with its one face. Crashes = node processes that
    ended during the run.
-2. Soak: a fresh node with its defaults; --soak-frames frames (+ a last block without a face) of 320x160 at the highest rate it sustains (each
-   frame is sent when the previous one's result came back, the stamps advance 33 ms a frame), cycling scenes
-   of 1 face, 2 faces and none, so that tracks come and go. It checks that the node's live track count and
-   marker ids (from /diagnostics) return to 0 when no face is seen, that every marker ADDed is DELETEd once
-   its face is gone, that no TF frame is published for a face gone long, that the node's publishers stay
-   the same, and it prints the node's RSS (VmRSS) at start, middle and end and the latency per segment
-   (a growing queue would make it grow).
+2. Soak: a fresh node with its defaults; --soak-frames frames (+ a last block without a face) of 320x160
+   at the highest rate it sustains (each frame is sent when the previous one's result came back, the
+   stamps advance 33 ms a frame), cycling scenes of 1 face, 2 faces and none, so that tracks come and go.
+   It checks that the node's live track count and marker ids (from /diagnostics) return to 0 when no face
+   is seen, that every marker ADDed is DELETEd once its face is gone, that no TF frame is published for a
+   face gone long, that the node's publishers stay the same, and it prints the node's RSS (VmRSS) at start
+   (after one warm-up cycle of the scenes), middle and end, with a stated bound on the growth, and the
+   round-trip latency per segment (a growing queue would make it grow).
 """
 from __future__ import annotations
 
@@ -266,8 +267,8 @@ def main(argv=None) -> int:
         if args.soak_frames:
             print(f"\n== soak: {args.soak_frames} frames", flush=True)
             s = result["soak"] = soak(ros, args.soak_frames, max(1000, args.soak_frames // 10))
-            print(f"   {s['frames']} frames in {s['seconds']:.0f} s ({s['rate_hz']:.0f} Hz, each sent when the previous "
-                  f"result came back); crashes {s['crashes']}, tracebacks {s['tracebacks']}")
+            print(f"   {s['frames']} frames in {s['seconds']:.0f} s ({s['rate_hz']:.0f} Hz, each sent when the "
+                  f"previous result came back); crashes {s['crashes']}, tracebacks {s['tracebacks']}")
             print(f"   RSS start {s['rss_mb']['start']:.1f} MB, middle {s['rss_mb']['middle']:.1f} MB, end "
                   f"{s['rss_mb']['end']:.1f} MB: growth {s['rss_growth_mb']:+.1f} MB (bound {RSS_BOUND_MB:g} MB)")
             print(f"   tracks: {s['track_ids_issued']} ids issued, TF child frames seen {s['tf_child_frames_seen']}; "

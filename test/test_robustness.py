@@ -454,3 +454,77 @@ def test_bad_values_at_startup_fail_with_every_reason(nodes):
     for name, (_, reason) in STARTUP_BAD.items():
         assert reason in line, f"{name}: {reason!r} not in {line!r}"
     assert "Traceback" not in log
+
+
+# ---------------------------------------------------------------------------------------------- in-process units
+def test_problem_log_limits_each_kind_on_its_own():
+    from face3d_ros.ros.node import ProblemLog
+
+    class Logger:
+        lines: list = []
+
+        def error(self, text):
+            self.lines.append(("E", text))
+
+        def warning(self, text):
+            self.lines.append(("W", text))
+
+        def info(self, text):
+            self.lines.append(("I", text))
+    logger = Logger()
+    log = ProblemLog(logger, period_s=0.2)
+    for _ in range(50):
+        log("warning", "image:step", "step")
+        log("error", "camera_info:uncalibrated", "zero K")
+    assert [t for _, t in logger.lines] == ["step", "zero K"], "one kind hid another, or a kind repeated"
+    import time
+    time.sleep(0.25)
+    log("warning", "image:step", "step")
+    assert logger.lines[-1] == ("W", "step [49 more like this in the last 0 s]")
+    assert log.counts == {"image:step": 51, "camera_info:uncalibrated": 50}
+
+
+def test_compressed_images_are_checked_before_and_after_decoding(good):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from face3d_ros.ros import conversions
+    from ros_helpers import png_declaring
+
+    def decode(data, fmt="jpeg"):
+        return conversions.decode_compressed(CompressedImage(format=fmt, data=data))
+    with pytest.raises(conversions.ImageFormatError, match="30000x30000 pixels, more than") as err:
+        decode(png_declaring(30000, 30000), "png")   # refused from its header: never allocated
+    assert err.value.kind == "too_large"
+    jpg = cv2.imencode(".jpg", good)[1].tobytes()
+    image, warnings = decode(jpg[:-2] + b"abcd" * 4 + jpg[-2:])   # junk before EOI, as some webcams send
+    assert image.shape == good.shape and warnings and "9 extraneous bytes before marker 0xd9" in warnings[0]
+    broken = bytearray(jpg)
+    for i in range(len(jpg) // 2, len(jpg) // 2 + 40):
+        broken[i] ^= 0x55
+    with pytest.raises(conversions.ImageFormatError) as err:    # wrong pixels: skipped, with libjpeg's words
+        decode(bytes(broken))
+    assert err.value.kind in ("corrupt", "decode") and "JPEG" in str(err.value)
+
+
+@pytest.mark.parametrize("fields, kind, reason", [
+    (dict(k=[192.0, 0, 96, 0, 192.0, 96, 0, 0, 0]), "camera_matrix", "not a camera matrix"),
+    (dict(k=[192.0, 0, 96, 0.5, 192.0, 96, 0, 0, 1]), "camera_matrix", "not a camera matrix"),
+    (dict(k=[1e-300, 0, 96, 0, 1e-300, 96, 0, 0, 1]), "focal_length", "focal length fx"),
+    (dict(k=[1e300, 0, 96, 0, 1e300, 96, 0, 0, 1]), "focal_length", "focal length fx"),
+    (dict(binning_x=2**31), "size", "leaves no pixel"),
+    (dict(width=2**32 - 1), "size", "more than 32768"),
+    (dict(d=[float("nan")] * 5), "non_finite", "NaN or inf"),
+    (dict(d=[0.1] * 3), "distortion", "coefficients, got 3"),
+])
+def test_camera_info_that_is_no_camera_is_refused_with_its_kind(fields, kind, reason):
+    from sensor_msgs.msg import CameraInfo
+
+    from face3d_ros.ros import conversions
+    info = CameraInfo(width=192, height=192, distortion_model="plumb_bob", d=[0.0] * 5,
+                      k=[192.0, 0, 96, 0, 192.0, 96, 0, 0, 1])
+    for name, value in fields.items():
+        setattr(info, name, value)
+    with pytest.raises(conversions.CameraInfoError, match=reason) as err:
+        conversions.camera_info_to_model(info)
+    assert err.value.kind == kind

