@@ -266,7 +266,7 @@ def run(scenes, modes, latency_s: float = 5.0, throughput_s: float = 4.0, warmup
         bench.close()
     if verbose:
         print("e2e = FacePoseArray received (another process) - image stamp; -transp = e2e p50 - bare transport "
-              f"p50 (same size); @Hz: camera rate of the throughput phase; out Hz: FacePoseArray rate then; drift: "
+              "p50 (same size); @Hz: camera rate of the throughput phase; out Hz: FacePoseArray rate then; drift: "
               "last-third minus first-third p50 (ms); cpu%: node process, 100 = one core")
     return out
 

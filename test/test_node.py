@@ -30,7 +30,6 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-import rclpy.duration  # noqa: E402
 pytest.importorskip("face3d_ros.msg", reason="messages not built: run scripts/setup_env.sh")
 cv2 = pytest.importorskip("cv2")
 

@@ -150,17 +150,23 @@ TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: 
 def check_value(f: dataclasses.Field, value: Any) -> str | None:
     """Why `value` is not acceptable for field `f`, or None."""
     meta = f.metadata
-    expected = type(f.default)
+    return check_setting(f.name, value, f.default, meta.get("lo"), meta.get("hi"), meta.get("choices"))
+
+
+def check_setting(name: str, value: Any, default: Any, lo: float | None = None, hi: float | None = None,
+                  choices: tuple[str, ...] | None = None) -> str | None:
+    """Why `value` cannot replace `default` for setting `name` (type, choices, NaN, range), or None.
+    The one validation rule, shared by the core's config and the ROS parameters."""
+    expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        return f"{f.name} must be {TYPE_NAMES[expected]}, got {value!r}"
-    if meta.get("choices") and value not in meta["choices"]:
-        return f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}"
+        return f"{name} must be {TYPE_NAMES[expected]}, got {value!r}"
+    if choices and value not in choices:
+        return f"{name} must be one of {', '.join(choices)}, got {value!r}"
     if expected in (int, float):
         if value != value:  # NaN
-            return f"{f.name} must be a number, got NaN"
-        lo, hi = meta.get("lo"), meta.get("hi")
+            return f"{name} must be a number, got NaN"
         if lo is not None and value < lo or hi is not None and value > hi:
-            return f"{f.name} must be in [{lo}, {hi}], got {value}"
+            return f"{name} must be in [{lo}, {hi}], got {value}"
     return None

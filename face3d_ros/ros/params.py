@@ -14,13 +14,12 @@ Pipeline parameters are named "section.field" exactly as `PipelineConfig.flat()`
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
-from ..core.config import PipelineConfig, iter_fields, sections
+from ..core.config import PipelineConfig, check_setting, iter_fields, sections
 
 
 @dataclass(frozen=True)
@@ -117,24 +116,8 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def check_value(spec: ParamSpec, value: Any) -> str | None:
-    """Why `value` is not acceptable for `spec`, or None."""
-    expected = spec.type
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        return f"{spec.name} must be a {_type_name(expected)}, got {value!r} ({_type_name(type(value))})"
-    if spec.choices and value not in spec.choices:
-        return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
-    if expected in (int, float):
-        if isinstance(value, float) and math.isnan(value):
-            return f"{spec.name} must be a number, got NaN"
-        if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
-            return f"{spec.name} must be in [{spec.lo}, {spec.hi}], got {value}"
-    return None
-
-
-def _type_name(t: type) -> str:
-    return {bool: "bool", int: "integer", float: "double", str: "string"}.get(t, t.__name__)
+    """Why `value` is not acceptable for `spec`, or None (the core's rule: config.check_setting)."""
+    return check_setting(spec.name, value, spec.default, spec.lo, spec.hi, spec.choices)
 
 
 def check_parameters(values: Iterable[tuple[str, Any]], *, configured: bool) -> SetParametersResult:
