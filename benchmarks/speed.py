@@ -134,8 +134,11 @@ def tiled_frames(n_faces: int, size: tuple[int, int], n_frames: int, fps: float 
 
 def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmup: int, threads: int,
               iris: bool = True, ros: RosStages | None = None) -> dict:
+    # detect-every-frame: one detection and one landmark pass per face, like MediaPipe's static mode (the
+    # single-image accuracy extras, second_pass and mirror_average, would triple the landmark work)
     config = PipelineConfig().updated({"tracking.enabled": tracking, "backend.threads": threads,
-                                       "backend.backend": "cpu", "landmarks.refine_iris": iris})
+                                       "backend.backend": "cpu", "landmarks.refine_iris": iris,
+                                       "landmarks.second_pass": False, "landmarks.mirror_average": False})
     pipeline = FacePipeline(config)
     width, height = SIZES[size_name]
     camera = CameraModel.default_for(width, height)

