@@ -44,9 +44,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def ros_env(domain: int, log_dir: Path) -> dict:
+    from face3d_ros.ros import profile_env
     return dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                FASTDDS_DEFAULT_PROFILES_FILE=str(PROFILE), ROS_LOG_DIR=str(log_dir), RCUTILS_COLORIZED_OUTPUT="0",
-                PYTHONUNBUFFERED="1")
+                ROS_LOG_DIR=str(log_dir), RCUTILS_COLORIZED_OUTPUT="0", PYTHONUNBUFFERED="1", **profile_env(PROFILE))
 
 
 # ------------------------------------------------------------------------------------------------ camera role
@@ -134,8 +134,9 @@ class Bench:
     def __init__(self, log_dir: Path, domain: int):
         self.log_dir, self.domain = log_dir, domain
         self.env = ros_env(domain, log_dir / "ros")
-        os.environ.update({k: self.env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                    "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_LOG_DIR")})
+        from face3d_ros.ros import PROFILE_ENV_VARS
+        os.environ.update({k: self.env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR",
+                                                    *PROFILE_ENV_VARS)})
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         # a context of its own on the benchmark's domain (rclpy may already be initialised in this process)

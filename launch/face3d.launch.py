@@ -9,7 +9,8 @@ so what it starts is what the tests start (`face3d-node --ros-args ...`).
 - use_lifecycle:=false (default): the node configures and activates itself (parameter autostart:=true).
 - use_lifecycle:=true: autostart:=false; the node waits, unconfigured, for the transitions from you or a
   lifecycle manager (e.g. nav2_lifecycle_manager).
-- FASTDDS_DEFAULT_PROFILES_FILE is set to the shipped config/fastdds_large_images.xml for the node (its
+- FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3.x, Kilted) and FASTRTPS_DEFAULT_PROFILES_FILE (2.x, Jazzy) are
+  set to the shipped config/fastdds_large_images.xml for the node (its
   debug_image is a full-size image) unless it is already set in the environment.
 """
 import os
@@ -54,8 +55,9 @@ def generate_launch_description():
         remappings=[("image", LaunchConfiguration("image")),
                     ("camera_info", LaunchConfiguration("camera_info"))],
         ros_arguments=["--log-level", LaunchConfiguration("log_level")],
-        additional_env={"FASTDDS_DEFAULT_PROFILES_FILE": EnvironmentVariable(
-            "FASTDDS_DEFAULT_PROFILES_FILE", default_value=os.path.join(share, FASTDDS_PROFILE))},
+        # Fast DDS 3.x (Kilted) reads FASTDDS_..., 2.x (Jazzy) FASTRTPS_...: set both, unless the user did
+        additional_env={name: EnvironmentVariable(name, default_value=os.path.join(share, FASTDDS_PROFILE))
+                        for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")},
         output="screen",
         emulate_tty=True,
     )

@@ -31,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
-from face3d_ros.ros import conversions
+from face3d_ros.ros import conversions, profile_env
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "config" / "fastdds_large_images.xml"
@@ -213,8 +213,7 @@ class Ros:
 @contextmanager
 def ros_context(log_dir: Path, name: str = "face3d_test_client"):
     domain = str(random.Random(os.getpid() ^ time.time_ns()).randint(100, 199))
-    settings = {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    settings = {"ROS_DOMAIN_ID": domain, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", **profile_env(PROFILE)}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     env = dict(os.environ, ROS_LOG_DIR=str(log_dir / "ros"), RCUTILS_COLORIZED_OUTPUT="0", PYTHONUNBUFFERED="1")

@@ -45,7 +45,7 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from face3d_ros.msg import FaceMeshTopology, FacePose, FacePoseArray  # noqa: E402
-from face3d_ros.ros import params  # noqa: E402
+from face3d_ros.ros import PROFILE_ENV_VARS, params  # noqa: E402
 
 from ros_helpers import (ASTRONAUT, COFFEE, FRAME_ID, LATCHED, RELIABLE, REPO, START_TIMEOUT_S,  # noqa: E402
                          Camera, NodeProcess, Recorder, camera_info, diagnostics_values, faces_for, ros_context,
@@ -359,7 +359,7 @@ def test_frames_lost_by_dds_are_counted_and_reported(ros, main_node, camera):
     diagnostics = Recorder(ros.node, DiagnosticArray, "/diagnostics", RELIABLE)
     assert spin_until(ros.executor, lambda: diagnostics.messages, 3.0)
     before = int(diagnostics_values(diagnostics)["frames_lost_dds"])
-    env = {k: v for k, v in ros.env.items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}
+    env = {k: v for k, v in ros.env.items() if k not in PROFILE_ENV_VARS}
     lossy = subprocess.Popen([sys.executable, "-c", LOSSY_CAMERA, "60"], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert spin_until(ros.executor, lambda: lossy.poll() is not None, 30.0), "the lossy camera did not finish"
@@ -510,7 +510,8 @@ def test_launch_file_references_the_real_executable_params_and_profile():
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert "face3d_node" in strings and "face3d_ros" in strings
     assert any(s.endswith("face3d.yaml") for s in strings) or "face3d.yaml" in source
-    assert "fastdds_large_images.xml" in source and "FASTDDS_DEFAULT_PROFILES_FILE" in strings
+    assert "fastdds_large_images.xml" in source
+    assert {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"} <= strings   # Kilted and Jazzy
     declared = {n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
                 and getattr(n.func, "id", "") == "DeclareLaunchArgument"}
     assert {"image", "camera_info", "namespace", "params_file", "use_lifecycle", "log_level"} <= declared

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from face3d_ros.core.model_files import share_dir
+from face3d_ros.ros import profile_env
 
 CAMERA_RATE_HZ = 15.0
 
@@ -29,7 +30,8 @@ def ros_environment() -> dict:
     env = dict(os.environ)
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(share_dir() / "config" / "fastdds_large_images.xml"))
+    for name, value in profile_env(share_dir() / "config" / "fastdds_large_images.xml").items():
+        env.setdefault(name, value)
     return env
 
 
