@@ -444,6 +444,14 @@ class HeadPoseSolver:
         if float(R[:, 0] @ to_camera) < math.cos(math.radians(MAX_IRIS_TURN_DEG)):
             return float("nan")
         focal = math.sqrt(camera.K[0, 0] * camera.K[1, 1])
+        # Early exit, never changing the result: lengths on the normalised image plane are >= those on the
+        # virtual camera's plane below (scale 1/cos, 1/cos^2 off-axis), and an ellipse's major semi-axis is
+        # <= sqrt(|u|^2 + |v|^2) of any conjugate pair; so a bound below the limit here is below it there too.
+        contour = uv[[RIGHT_IRIS + 1, RIGHT_IRIS + 2, RIGHT_IRIS + 3, RIGHT_IRIS + 4,
+                      LEFT_IRIS + 1, LEFT_IRIS + 2, LEFT_IRIS + 3, LEFT_IRIS + 4]].reshape(2, 4, 2)
+        half_diameters = (contour[:, :2] - contour[:, 2:]) / 2.0           # (eye, u/v, xy)
+        if np.any(2.0 * np.sqrt(np.sum(half_diameters ** 2, axis=(1, 2))) * focal < MIN_IRIS_DIAMETER_PX):
+            return float("nan")
         rays = np.ones((2, 5, 3))
         rays[0, :, :2] = uv[RIGHT_IRIS:RIGHT_IRIS + 5]
         rays[1, :, :2] = uv[LEFT_IRIS:LEFT_IRIS + 5]
