@@ -35,19 +35,26 @@ def smoothing_factor(dt_s: float, cutoff_hz):
     return r / (r + 1.0)
 
 
-class OneEuroFilter:
-    """One Euro filter over numpy arrays of any fixed shape, element by element.
-
-    Gains are public attributes, read at each call, so changing them takes effect on the next sample.
-    The returned array is the filter's state and is read-only: copy it before writing into it.
-    Inputs must be finite (a NaN would stay in the state until `reset()`).
-    """
+class _OneEuroGains:
+    """The three One Euro gains, public and read at every sample; subclasses define reset()."""
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
         self.min_cutoff = min_cutoff
         self.beta = beta
         self.d_cutoff = d_cutoff
         self.reset()
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+class OneEuroFilter(_OneEuroGains):
+    """One Euro filter over numpy arrays of any fixed shape, element by element.
+
+    Gains are public attributes, read at each call, so changing them takes effect on the next sample.
+    The returned array is the filter's state and is read-only: copy it before writing into it.
+    Inputs must be finite (a NaN would stay in the state until `reset()`).
+    """
 
     def reset(self) -> None:
         self._value: np.ndarray | None = None    # last output
@@ -85,7 +92,7 @@ class OneEuroFilter:
         self._stamp_ns = stamp_ns
 
 
-class RotationOneEuroFilter:
+class RotationOneEuroFilter(_OneEuroGains):
     """One Euro filter on rotations (SO(3)), for 3x3 matrices or unit quaternions (w, x, y, z).
 
     Each sample moves the filtered rotation toward the input along the shortest arc, by the One Euro weight
@@ -95,12 +102,6 @@ class RotationOneEuroFilter:
     output spin, and the output quaternion's sign is continuous from sample to sample.
     Stamps follow the module's rules (equal: previous output; backwards: reset).
     """
-
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
-        self.min_cutoff = min_cutoff
-        self.beta = beta
-        self.d_cutoff = d_cutoff
-        self.reset()
 
     def reset(self) -> None:
         # Plain float tuples: a handful of scalar operations run faster without numpy.
