@@ -138,7 +138,9 @@ def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmu
     # single-image accuracy extras, second_pass and mirror_average, would triple the landmark work)
     config = PipelineConfig().updated({"tracking.enabled": tracking, "backend.threads": threads,
                                        "backend.backend": "cpu", "landmarks.refine_iris": iris,
-                                       "landmarks.second_pass": False, "landmarks.mirror_average": False})
+                                       "landmarks.second_pass": False, "landmarks.mirror_average": False,
+                                       # as the reference's max_num_faces: with that many tracked, no detector
+                                       "detector.max_faces": n_faces})
     pipeline = FacePipeline(config)
     width, height = SIZES[size_name]
     camera = CameraModel.default_for(width, height)

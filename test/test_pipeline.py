@@ -185,3 +185,16 @@ def test_mirror_averaging_makes_the_pose_mirror_symmetric(astronaut):
     with_average, without = asymmetry(True), asymmetry(False)
     assert with_average < 1.0
     assert with_average < without
+
+
+def test_detector_rests_while_max_faces_are_tracked():
+    """As MediaPipe's face mesh graph: with max_faces tracked there is nothing new to look for."""
+    from face3d_ros.core.synthetic import Motion, moving_face
+    runs = {}
+    for max_faces in (1, 10):
+        pipeline = FacePipeline(PipelineConfig().updated({"detector.max_faces": max_faces}))
+        for frame in moving_face(30, motion=Motion(roll_amplitude_deg=10, period_s=1.0)):
+            assert len(pipeline.process(frame.image, None, frame.stamp_ns)) <= 1
+        runs[max_faces] = pipeline.detector_runs
+    assert runs[1] == 1          # once, to find the face
+    assert runs[10] >= 3         # every detect_interval images, looking for more

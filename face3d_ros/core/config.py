@@ -42,7 +42,8 @@ class DetectorConfig:
                                       lo=0.0, hi=1.0, dynamic=True)
     nms_iou: float = spec(0.3, "IoU above which detections are merged (weighted NMS)", lo=0.0, hi=1.0,
                           dynamic=True)
-    max_faces: int = spec(10, "Most faces processed per image (largest first)", lo=1, hi=100, dynamic=True)
+    max_faces: int = spec(10, "Most faces processed per image (largest first); while this many are tracked the "
+                          "detector does not look for more", lo=1, hi=100, dynamic=True)
 
 
 @dataclass

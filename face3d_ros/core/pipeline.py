@@ -154,8 +154,9 @@ class FacePipeline:
                         roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale),
                         R_cam_face=f.R_cam_face, t_cam_face=f.t_cam_face, depth_scale=f.depth_scale)
                    for f in self._previous] if tracking else []
+        # As MediaPipe's graph: no search for new faces while max_faces are already tracked.
         due = (not tracking or self._detect_next or not tracked
-               or self.frames % cfg.tracking.detect_interval == 0)
+               or (self.frames % cfg.tracking.detect_interval == 0 and len(tracked) < cfg.detector.max_faces))
         detected = self._detect(image) if due else []
         candidates = (tracked + self._new_faces(tracked, detected))[:cfg.detector.max_faces]
         single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
