@@ -25,6 +25,8 @@ PACKAGE = "face3d_ros"
 EXECUTABLE = "face3d_node"
 PARAMS_FILE = os.path.join("config", "face3d.yaml")
 FASTDDS_PROFILE = os.path.join("config", "fastdds_large_images.xml")
+PROFILE_VARIABLE = ("FASTRTPS_DEFAULT_PROFILES_FILE" if os.environ.get("ROS_DISTRO") in ("humble", "iron", "jazzy")
+                    else "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 def generate_launch_description():
@@ -55,9 +57,9 @@ def generate_launch_description():
         remappings=[("image", LaunchConfiguration("image")),
                     ("camera_info", LaunchConfiguration("camera_info"))],
         ros_arguments=["--log-level", LaunchConfiguration("log_level")],
-        # Fast DDS 3.x (Kilted) reads FASTDDS_..., 2.x (Jazzy) FASTRTPS_...: set both, unless the user did
-        additional_env={name: EnvironmentVariable(name, default_value=os.path.join(share, FASTDDS_PROFILE))
-                        for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")},
+        # Fast DDS 3.x (Kilted) reads FASTDDS_..., 2.x (Humble, Jazzy) FASTRTPS_... (3.x warns it is deprecated)
+        additional_env={PROFILE_VARIABLE: EnvironmentVariable(
+            PROFILE_VARIABLE, default_value=os.path.join(share, FASTDDS_PROFILE))},
         output="screen",
         emulate_tty=True,
     )
