@@ -136,7 +136,7 @@ class Bench:
         self.env = ros_env(domain, log_dir / "ros")
         from face3d_ros.ros import PROFILE_ENV_VARS
         os.environ.update({k: self.env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR",
-                                                    *PROFILE_ENV_VARS)})
+                                                    *PROFILE_ENV_VARS) if k in self.env})
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         # a context of its own on the benchmark's domain (rclpy may already be initialised in this process)
