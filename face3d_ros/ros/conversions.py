@@ -38,6 +38,7 @@ from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamp
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from face3d_ros.core.geometry import quaternion_xyzw
 from face3d_ros.core.types import CameraModel, InputError
 
 try:
@@ -368,23 +369,7 @@ def quaternion_xyzw_from_matrix(R) -> np.ndarray:
     Convention: R maps child-frame vectors to the parent frame; the result has w >= 0 (the quaternion and
     its negation are the same rotation). Raises ValueError unless R is a rotation within 1e-3.
     """
-    m = _as_rotation(R)
-    trace = m[0, 0] + m[1, 1] + m[2, 2]
-    # Shepperd's method: divide by the largest of 4w^2, 4x^2, 4y^2, 4z^2 for numerical stability.
-    if trace > 0:
-        s = 2.0 * np.sqrt(1.0 + trace)
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
-    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
-        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
-    elif m[1, 1] > m[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
-        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
-        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
-    q = np.asarray(q) / np.linalg.norm(q)
-    return -q if q[3] < 0 else q
+    return quaternion_xyzw(_as_rotation(R))
 
 
 def pose_msg(R, t) -> Pose:
