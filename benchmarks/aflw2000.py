@@ -29,7 +29,7 @@ from scipy.io import loadmat  # MATLAB v5 reader: plain arrays, no code executio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E402
-from face3d_ros.core.detector import box_iou  # noqa: E402
+from face3d_ros.core.roi import box_iou  # noqa: E402
 from face3d_ros.core.geometry import (landmarks_68, yaw_pitch_roll_deg,  # noqa: E402
                                       yaw_pitch_roll_line_of_sight_deg)
 
@@ -75,7 +75,7 @@ def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
         box = np.concatenate([points.min(0), points.max(0)])
         row = {"image": image_path.name, "yaw_pitch_roll_true": truth.round(3).tolist(), "missed": True}
         if faces:
-            overlap = box_iou(box, np.array([f.bbox for f in faces]))
+            overlap = box_iou(box[None], np.array([f.bbox for f in faces]))[0]
             if overlap.max() > 0:
                 face = faces[int(np.argmax(overlap))]
                 estimate = yaw_pitch_roll_deg(face.R_cam_face)

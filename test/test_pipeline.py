@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from face3d_ros.core import CameraModel, FacePipeline, InputError, PipelineConfig
-from face3d_ros.core.detector import box_iou
+from face3d_ros.core.roi import box_iou
 from face3d_ros.core.geometry import yaw_pitch_roll_deg
 from face3d_ros.core.synthetic import load_sample
 
@@ -86,7 +86,7 @@ def test_every_face_found_and_distinct(pipeline, name, count):
     boxes = np.array([f.bbox for f in faces])
     for i, face in enumerate(faces):
         others = np.delete(boxes, i, axis=0)
-        assert box_iou(face.bbox, others).max() < 0.2
+        assert box_iou(face.bbox[None], others).max() < 0.2
         assert face.has_pose and face.t_cam_face[2] > 0
 
 

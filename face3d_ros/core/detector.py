@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from .backends import OnnxModel
+from .roi import box_iou
 from .types import Detection
 
 
@@ -72,18 +73,6 @@ def to_model_layout(tensor: np.ndarray, input_shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(tensor[None])
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) box with (M, 4) boxes, all x0, y0, x1, y1."""
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
                  iou_threshold: float) -> list[Detection]:
     """MediaPipe's weighted NMS: overlapping boxes are averaged, weighted by score; the top score is kept."""
@@ -94,7 +83,7 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
     for i in range(len(scores)):
         if not remaining[i]:
             continue
-        group = remaining & (box_iou(boxes[i], boxes) > iou_threshold)
+        group = remaining & (box_iou(boxes[i:i + 1], boxes)[0] > iou_threshold)
         group[i] = True
         remaining &= ~group
         weights = scores[group] / scores[group].sum()

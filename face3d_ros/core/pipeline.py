@@ -16,11 +16,11 @@ import numpy as np
 
 from .backends import OnnxModel, provider_chain
 from .config import PipelineConfig
-from .detector import SPECS, BlazeFaceModel, FaceDetector, box_iou
+from .detector import SPECS, BlazeFaceModel, FaceDetector
 from .geometry import HeadPoseSolver, mesh_mirror_indices
 from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_file
-from .roi import MESH_POINTS, roi_from_detection, roi_from_landmarks, roi_iou
+from .roi import MESH_POINTS, box_iou, roi_from_detection, roi_from_landmarks, roi_iou
 from .tracking import FaceTracker
 from .types import CameraModel, Face, InputError
 
@@ -209,7 +209,7 @@ class FacePipeline:
         """Two crops that converged on one face: keep the more confident."""
         kept: list[Face] = []
         for face in sorted(faces, key=lambda f: -f.landmark_score):
-            if not kept or box_iou(face.bbox, np.array([k.bbox for k in kept])).max() <= DUPLICATE_IOU:
+            if not kept or box_iou(face.bbox[None], np.array([k.bbox for k in kept])).max() <= DUPLICATE_IOU:
                 kept.append(face)
         return kept
 

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .config import SmoothingConfig, TrackingConfig
+from .roi import box_iou
 from .smoothing import NS_PER_S, FaceSmoother, frozen_copy, with_fields
 from .types import Face, Roi
 
@@ -228,17 +229,6 @@ def track_id_from_index(index: int) -> str:
 def box_center(bbox) -> tuple[float, float]:
     x0, y0, x1, y1 = np.asarray(bbox, dtype=np.float64).tolist()
     return (x0 + x1) * 0.5, (y0 + y1) * 0.5
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` (N, 4) with every box in `b` (M, 4), boxes as x0, y0, x1, y1 -> (N, M)."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
 
 
 def frozen_roi(roi: Roi | None) -> Roi | None:
