@@ -149,11 +149,7 @@ class FacePipeline:
     def _landmarks(self, image: np.ndarray, tracking: bool) -> list[Face]:
         """Faces with landmarks: from the previous image's ROIs, plus the detector when it is due."""
         cfg = self.config
-        # A tracked face carries its previous pose as the starting guess of this image's fit.
-        tracked = [Face(bbox=f.bbox, detection_score=f.detection_score,
-                        roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale),
-                        R_cam_face=f.R_cam_face, t_cam_face=f.t_cam_face, depth_scale=f.depth_scale)
-                   for f in self._previous] if tracking else []
+        tracked = [self._following(f) for f in self._previous] if tracking else []
         # As MediaPipe's graph: no search for new faces while max_faces are already tracked.
         due = (not tracking or self._detect_next or not tracked
                or (self.frames % cfg.tracking.detect_interval == 0 and len(tracked) < cfg.detector.max_faces))
@@ -168,8 +164,7 @@ class FacePipeline:
         self._detect_next = tracking and len(faces) < len(tracked)
         if not tracking and cfg.landmarks.second_pass and faces:
             # what tracking does across images, done within one: the landmarks give a better-aligned crop
-            refined = [Face(bbox=f.bbox, detection_score=f.detection_score,
-                            roi=roi_from_landmarks(f.landmarks_px, cfg.landmarks.roi_scale)) for f in faces]
+            refined = [self._following(f) for f in faces]
             faces = self._drop_duplicates(self._run_landmarks(image, refined, cfg.landmarks.mirror_average))
         faces = faces[:cfg.detector.max_faces]
         if self.iris and faces:
@@ -177,6 +172,13 @@ class FacePipeline:
                 for face, refined in zip(faces, self.iris(image, [f.landmarks_px for f in faces])):
                     face.landmarks_px = refined
         return faces
+
+    def _following(self, face: Face) -> Face:
+        """A new candidate whose crop follows `face`'s landmarks, carrying its pose (if any) as the starting
+        guess of the next fit."""
+        return Face(bbox=face.bbox, detection_score=face.detection_score,
+                    roi=roi_from_landmarks(face.landmarks_px, self.config.landmarks.roi_scale),
+                    R_cam_face=face.R_cam_face, t_cam_face=face.t_cam_face, depth_scale=face.depth_scale)
 
     def _detect(self, image: np.ndarray) -> list[Face]:
         cfg = self.config
