@@ -198,3 +198,16 @@ def test_detector_rests_while_max_faces_are_tracked():
         runs[max_faces] = pipeline.detector_runs
     assert runs[1] == 1          # once, to find the face
     assert runs[10] >= 3         # every detect_interval images, looking for more
+
+
+def test_stamps_going_backwards_restart_tracking():
+    """A looping bag: the pipeline itself drops its crops and tracks, so the face comes back as a new track."""
+    from face3d_ros.core.synthetic import moving_face
+    pipeline = FacePipeline(PipelineConfig().updated({"tracking.min_hits": 1}))
+    frames = list(moving_face(5))
+    first_loop = [pipeline.process(f.image, None, f.stamp_ns) for f in frames]
+    runs = pipeline.detector_runs
+    second_loop = [pipeline.process(f.image, None, f.stamp_ns) for f in frames]
+    assert {f.track_id for faces in first_loop for f in faces} == {"a"}
+    assert {f.track_id for faces in second_loop for f in faces} == {"b"}
+    assert pipeline.detector_runs == runs + 1   # found again by the detector, then tracked

@@ -83,6 +83,7 @@ class FacePipeline:
         self.detector_runs = 0
         self.stage_ms: dict[str, float] = {}
         self._previous: list[Face] = []
+        self._last_stamp_ns: int | None = None
         self._detect_next = True
 
     @property
@@ -98,7 +99,8 @@ class FacePipeline:
             section.__dict__.update(new.__dict__)  # in place: the solver and tracker hold these objects
 
     def reset(self) -> None:
-        """Forget the previous images (a new stream, or stamps that jumped backwards)."""
+        """Forget the previous images (a new stream; done by `process` itself when stamps go backwards)."""
+        self._last_stamp_ns = None
         self._previous = []
         self._detect_next = True
         self.tracker.reset()
@@ -120,6 +122,9 @@ class FacePipeline:
             raise InputError(f"camera must be a CameraModel, got {type(camera).__name__}")
         if stamp_ns is None:
             stamp_ns = time.monotonic_ns()
+        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+            self.reset()   # a new stream or a looping bag: the crops and tracks belong to other images
+        self._last_stamp_ns = stamp_ns
         self.stage_ms = defaultdict(float)
         tracking = self.config.tracking.enabled
 

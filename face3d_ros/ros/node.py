@@ -58,7 +58,9 @@ GAP_FACTOR = 1.8                # an image gap longer than this times the median
 GAP_WINDOW = 30                 # images over which the median period is taken
 PAUSE_S, PAUSE_PERIODS = 1.0, 10  # a gap longer than both is a paused stream, not lost images
 LATENCY_WARN_S = 0.1            # diagnostics: mean processing latency above this is a warning
-README_LARGE_IMAGES = 'README section "Large images over DDS"'
+LARGE_IMAGE_ADVICE = ("Full-size raw images over best-effort DDS are lost unless the camera's side uses a larger "
+                      "shared-memory segment (config/fastdds_large_images.xml) or compressed images "
+                      '(image_transport:=compressed); see the README section "Large images over DDS"')
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -466,10 +468,7 @@ class Face3dNode(LifecycleNode):
         topic = self._image_sub.topic_name if self._image_sub is not None else "the image topic"
         self._problem(
             "warning", "dds_lost",
-            f"DDS lost {event.total_count} image(s) on {topic} so far. Full-size raw images "
-            "over best-effort DDS are lost unless the camera's side uses a larger shared-memory segment "
-            "(config/fastdds_large_images.xml) or compressed images (image_transport:=compressed); see the "
-            f"{README_LARGE_IMAGES}")
+            f"DDS lost {event.total_count} image(s) on {topic} so far. {LARGE_IMAGE_ADVICE}")
 
     def _handle_image(self, msg, convert) -> None:
         """Never raises: a bad image is skipped with a rate-limited log line."""
@@ -529,8 +528,7 @@ class Face3dNode(LifecycleNode):
         if last is not None and stamp_ns < last:
             self._problem("info", "stamps_backwards",
                           f"image stamps went backwards by {(last - stamp_ns) / 1e9:.3f} s (a new stream or a "
-                          "looping bag): tracking restarts")
-            self._pipeline.reset()
+                          "looping bag): tracking restarts")   # the pipeline resets itself on such stamps
             self._stamps.clear()
         self._stamps.append(stamp_ns)
         stamps = list(self._stamps)
@@ -556,10 +554,8 @@ class Face3dNode(LifecycleNode):
             self._problem(
                 "warning", "images_missing",
                 f"{missing} image(s) missing before stamp {stamp_ns / 1e9:.3f} (gap {gap / 1e6:.0f} ms, images "
-                f"usually every {median / 1e6:.0f} ms; DDS reported {self._stats.lost_dds} lost so far). Full-size "
-                "raw images over best-effort DDS are lost unless the camera's side uses a larger shared-memory "
-                "segment (config/fastdds_large_images.xml) or compressed images (image_transport:=compressed); "
-                f"see the {README_LARGE_IMAGES}")
+                f"usually every {median / 1e6:.0f} ms; DDS reported {self._stats.lost_dds} lost so far). "
+                f"{LARGE_IMAGE_ADVICE}")
 
     # ------------------------------------------------------------------------------------------ outputs
     def _publish(self, header, faces, image, camera, start: float) -> None:
