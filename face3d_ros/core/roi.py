@@ -67,9 +67,9 @@ def crop_into(image: np.ndarray, roi: Roi, out_size: int, out: np.ndarray, flip:
     sample[:, 2] += affine[:, :2] @ _SAMPLE_SHIFT
     patch = cv2.warpAffine(image, sample, (out_size, out_size),
                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    # BGR -> RGB by reversing the channel axis, uint8 -> float32 and the scale in one pass (the same values as
-    # cvtColor(BGR2RGB).astype(float32) * (1 / 255))
-    np.multiply(patch[..., ::-1], _INV_255, out=out, dtype=np.float32)
+    # BGR -> RGB with cvtColor, then uint8 -> float32 and the scale in one pass into `out`: 0.03 ms for a
+    # 192x192 crop, where numpy on the reversed (strided) channel view took 0.13 ms
+    np.multiply(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB), _INV_255, out=out, dtype=np.float32)
     return affine
 
 
