@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -80,7 +81,21 @@ MODELS = {
         wheel_path="mediapipe/modules/iris_landmark/iris_landmark.tflite",
         onnx="iris_landmark.onnx",
         inputs=["image"], outputs=["eye_contour", "iris"], dynamic_batch=True),
+    # 468 mesh points plus refined lips, eyes and irises in one pass (MediaPipe's refine_landmarks=True
+    # model). Its three MediaPipe custom ops become standard ONNX ops (replace_mediapipe_custom_ops).
+    "face_landmark_with_attention": dict(
+        wheel_path="mediapipe/modules/face_landmark/face_landmark_with_attention.tflite",
+        onnx="face_landmark_with_attention.onnx",
+        inputs=["image"],
+        outputs=["landmarks", "lips", "left_eye", "right_eye", "left_iris", "right_iris", "face_flag"],
+        dynamic_batch=True, flatten_outputs=True, mediapipe_custom_ops=True),
 }
+# Which mesh points each refined region of face_landmark_with_attention replaces, stored in the ONNX file's
+# metadata under this key (JSON). The lists are the region crops' subset_idxs (Landmarks2TransformMatrix
+# options), which equal MediaPipe's tensors_to_face_landmarks_with_attention.pbtxt indexes_mapping;
+# check_models.py compares the decoded 478 points with MediaPipe's own graph.
+REFINEMENT_METADATA_KEY = "face3d.refinement"
+REGION_BY_ROTATION_POINTS = {(61, 291): "lips", (33, 133): "left_eye", (362, 263): "right_eye"}
 
 GEOMETRY_FILES = {  # shipped name -> source name in DATA_GEOMETRY
     "canonical_face_model.obj": "canonical_face_model.obj",
@@ -108,6 +123,12 @@ ONNX models (converted derivatives, NOT the original files):
         mediapipe/modules/face_landmark/face_landmark.tflite
   iris_landmark.onnx               <- mediapipe==0.10.21 wheel (PyPI),
         mediapipe/modules/iris_landmark/iris_landmark.tflite
+  face_landmark_with_attention.onnx <- mediapipe==0.10.21 wheel (PyPI),
+        mediapipe/modules/face_landmark/face_landmark_with_attention.tflite
+        (its three MediaPipe custom ops, Landmarks2TransformMatrix,
+        TransformTensorBilinear and TransformLandmarks, re-expressed with
+        standard ONNX ops following MediaPipe's Apache-2.0 reference kernels;
+        the refined regions' mesh indices stored in the model's metadata)
 
   Modifications: converted from TFLite to ONNX (opset 17) with tf2onnx 1.17.0
   by models/build_models.py; fp16 weights stored as float32; inputs/outputs
@@ -284,12 +305,30 @@ def make_dynamic_batch(model, flatten_outputs=False):
         d0.ClearField("dim_value")
         d0.dim_param = "N"
     del g.value_info[:]  # stale static shapes
+    users = {}
+    for n in g.node:
+        for x in n.input:
+            users[x] = users.get(x, 0) + 1
     for n in g.node:
         if n.op_type == "Reshape" and n.input[1] in inits:
             shape = numpy_helper.to_array(inits[n.input[1]]).copy()
             if shape.size and shape[0] == 1:
                 shape[0] = -1 if -1 not in shape[1:] else 0
-                inits[n.input[1]].CopyFrom(numpy_helper.from_array(shape.astype(np.int64), n.input[1]))
+                target = n.input[1]
+                if users[target] > 1:  # tf2onnx shares equal constants (e.g. with a Slice's ends): copy
+                    target = n.input[1] = target + "_reshape"
+                    g.initializer.append(numpy_helper.from_array(shape.astype(np.int64), target))
+                else:
+                    inits[target].CopyFrom(numpy_helper.from_array(shape.astype(np.int64), target))
+        elif n.op_type == "Slice" and len(n.input) >= 4 and all(x in inits for x in n.input[1:4]):
+            # TFLite's static "whole tensor" strided slice ends at 1 on the batch axis: keep every item
+            starts, ends, axes = (numpy_helper.to_array(inits[x]) for x in n.input[1:4])
+            batch = [i for i, axis in enumerate(axes) if axis == 0]
+            if batch and starts[batch[0]] == 0 and ends[batch[0]] == 1:
+                ends = ends.astype(np.int64).copy()
+                ends[batch[0]] = np.iinfo(np.int64).max
+                n.input[2] = n.input[2] + "_all_batch"
+                g.initializer.append(numpy_helper.from_array(ends, n.input[2]))
     if flatten_outputs:
         for vi in g.output:
             name = vi.name
@@ -381,6 +420,172 @@ def rewrite_prelu(model, mode: str):
     g.node.extend(new_nodes)
     for name, arr in extra_inits.items():
         g.initializer.append(numpy_helper.from_array(arr, name))
+
+
+class _Subgraph:
+    """Builds a run of standard ONNX nodes (plus constants) that replaces one custom node."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.nodes, self.initializers, self.count = prefix, [], [], 0
+
+    def _name(self, hint: str) -> str:
+        self.count += 1
+        return f"{self.prefix}/{hint}_{self.count}"
+
+    def const(self, value, dtype=None) -> str:
+        import numpy as np
+        from onnx import numpy_helper
+        name = self._name("const")
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype or np.float32), name))
+        return name
+
+    def op(self, op_type: str, inputs, out: str | None = None, **attrs) -> str:
+        from onnx import helper
+        out = out or self._name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def slice(self, x: str, starts, ends, axes) -> str:
+        import numpy as np
+        return self.op("Slice", [x, self.const(starts, np.int64), self.const(ends, np.int64),
+                                 self.const(axes, np.int64)])
+
+    def last(self, x: str, i: int) -> str:
+        """x[..., i] with the last axis dropped."""
+        import numpy as np
+        return self.op("Squeeze", [self.slice(x, [i], [i + 1], [-1]), self.const([-1], np.int64)])
+
+
+def _landmarks_to_transform_matrix(b: _Subgraph, landmarks: str, out: str, attrs: dict) -> None:
+    """MediaPipe's Landmarks2TransformMatrix v2: (N, 468, 3) landmarks -> (N, 4, 4) matrix mapping a region
+    crop's pixel (x, y, 0, 1) to the landmarks' frame. The crop is turned by r = target - angle(left->right)
+    and spans the turned bounding box of the subset points, scaled by scale_x/y (no atan2 in ONNX: cos r
+    and sin r come from the unit vector between the two rotation points)."""
+    import numpy as np
+    points = b.slice(landmarks, [0], [2], [2])                                      # (N, 468, 2)
+    left = b.op("Gather", [points, b.const(attrs["left_rotation_idx"], np.int64)], axis=1)
+    right = b.op("Gather", [points, b.const(attrs["right_rotation_idx"], np.int64)], axis=1)
+    delta = b.op("Sub", [right, left])                                              # (N, 2)
+    length = b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [delta, delta]), b.const([1], np.int64)],
+                                keepdims=1)])
+    unit = b.op("Div", [delta, length])
+    cos_a, sin_a = b.slice(unit, [0], [1], [1]), b.slice(unit, [1], [2], [1])        # (N, 1)
+    target = float(attrs["target_rotation_radians"])
+    ct, st = b.const(np.cos(target)), b.const(np.sin(target))
+    c = b.op("Add", [b.op("Mul", [cos_a, ct]), b.op("Mul", [sin_a, st])])           # cos(target - angle)
+    s = b.op("Sub", [b.op("Mul", [cos_a, st]), b.op("Mul", [sin_a, ct])])           # sin(target - angle)
+    subset = b.op("Gather", [points, b.const(np.asarray(attrs["subset_idxs"]), np.int64)], axis=1)
+    x, y = b.last(subset, 0), b.last(subset, 1)                                     # (N, K)
+    turned_x = b.op("Sub", [b.op("Mul", [x, c]), b.op("Mul", [y, s])])
+    turned_y = b.op("Add", [b.op("Mul", [x, s]), b.op("Mul", [y, c])])
+    lo_x, hi_x = (b.op(op, [turned_x], axes=[1], keepdims=1) for op in ("ReduceMin", "ReduceMax"))
+    lo_y, hi_y = (b.op(op, [turned_y], axes=[1], keepdims=1) for op in ("ReduceMin", "ReduceMax"))
+    half = b.const(0.5)
+    mid_x, mid_y = b.op("Mul", [b.op("Add", [lo_x, hi_x]), half]), b.op("Mul", [b.op("Add", [lo_y, hi_y]), half])
+    centre_x = b.op("Add", [b.op("Mul", [mid_x, c]), b.op("Mul", [mid_y, s])])      # turned back: R(-r) mid
+    centre_y = b.op("Sub", [b.op("Mul", [mid_y, c]), b.op("Mul", [mid_x, s])])
+    width, height = float(attrs["output_width"]), float(attrs["output_height"])
+    scale_x = b.op("Mul", [b.op("Sub", [hi_x, lo_x]), b.const(attrs["scale_x"] / width)])
+    scale_y = b.op("Mul", [b.op("Sub", [hi_y, lo_y]), b.const(attrs["scale_y"] / height)])
+    a00, a01 = b.op("Mul", [c, scale_x]), b.op("Mul", [s, scale_y])                 # R(-r) diag(scale)
+    a10, a11 = b.op("Neg", [b.op("Mul", [s, scale_x])]), b.op("Mul", [c, scale_y])
+    tx = b.op("Sub", [centre_x, b.op("Add", [b.op("Mul", [a00, b.const(width / 2)]),
+                                             b.op("Mul", [a01, b.const(height / 2)])])])
+    ty = b.op("Sub", [centre_y, b.op("Add", [b.op("Mul", [a10, b.const(width / 2)]),
+                                             b.op("Mul", [a11, b.const(height / 2)])])])
+    zero = b.op("Mul", [c, b.const(0.0)])
+    one = b.op("Add", [zero, b.const(1.0)])
+    flat = b.op("Concat", [a00, a01, zero, tx, a10, a11, zero, ty,
+                           zero, zero, one, zero, zero, zero, zero, one], axis=1)
+    b.op("Reshape", [flat, b.const([-1, 4, 4], np.int64)], out=out)
+
+
+def _affine_parts(b: _Subgraph, matrix: str) -> tuple[str, str]:
+    """(N, 4, 4) -> the transposed 2x2 linear part (N, 2, 2) and the translation (N, 1, 2)."""
+    linear_t = b.op("Transpose", [b.slice(matrix, [0, 0], [2, 2], [1, 2])], perm=[0, 2, 1])
+    shift = b.op("Transpose", [b.slice(matrix, [0, 3], [2, 4], [1, 2])], perm=[0, 2, 1])
+    return linear_t, shift
+
+
+def _transform_landmarks(b: _Subgraph, points: str, matrix: str, out: str) -> None:
+    """MediaPipe's TransformLandmarks v2 for 2D points: (N, K, 2) -> A p + t."""
+    linear_t, shift = _affine_parts(b, matrix)
+    b.op("Add", [b.op("MatMul", [points, linear_t]), shift], out=out)
+
+
+def _transform_tensor_bilinear(b: _Subgraph, features_nchw: str, in_size: tuple[int, int], matrix: str,
+                               out: str, attrs: dict) -> None:
+    """MediaPipe's TransformTensorBilinear v2: sample the (N, C, H, W) feature map at matrix (x + 0.5,
+    y + 0.5) - 0.5 for each output pixel (x, y), bilinearly, zero where that point lies outside
+    [0, W-1] x [0, H-1]; output NHWC like the TFLite op. GridSample with align_corners=1 maps -1..1 to
+    pixel 0..W-1, so it reads the same four neighbours with the same weights."""
+    import numpy as np
+    from onnx import TensorProto
+    height, width = int(attrs["output_height"]), int(attrs["output_width"])
+    in_h, in_w = in_size
+    gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
+    centres = np.stack([gx + 0.5, gy + 0.5], -1).reshape(1, height * width, 2)
+    linear_t, shift = _affine_parts(b, matrix)
+    coords = b.op("Sub", [b.op("Add", [b.op("MatMul", [b.const(centres), linear_t]), shift]), b.const(0.5)])
+    limit = np.array([in_w - 1, in_h - 1], np.float32)
+    inside = b.op("And", [b.op("GreaterOrEqual", [coords, b.const(0.0)]),
+                          b.op("LessOrEqual", [coords, b.const(limit)])])
+    inside = b.op("ReduceMin", [b.op("Cast", [inside], to=TensorProto.FLOAT)], axes=[2], keepdims=0)
+    normalised = b.op("Sub", [b.op("Mul", [coords, b.const(2.0 / limit)]), b.const(1.0)])
+    grid = b.op("Reshape", [normalised, b.const([-1, height, width, 2], np.int64)])
+    sampled = b.op("GridSample", [features_nchw, grid], mode="bilinear", padding_mode="zeros", align_corners=1)
+    mask = b.op("Reshape", [inside, b.const([-1, 1, height, width], np.int64)])
+    b.op("Transpose", [b.op("Mul", [sampled, mask])], out=out, perm=[0, 2, 3, 1])
+
+
+def replace_mediapipe_custom_ops(model) -> dict:
+    """Replace the TFL_Landmarks2TransformMatrix / TFL_TransformTensorBilinear / TFL_TransformLandmarks nodes
+    tf2onnx leaves behind by standard ONNX subgraphs; drop nodes left unused. Returns {region: mesh indices}
+    from the Landmarks2TransformMatrix options (for the model's metadata)."""
+    from onnx import helper, shape_inference
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]   # the custom ops' inputs are
+              for vi in shape_inference.infer_shapes(model).graph.value_info}  # upstream: inferable
+    nodes, initializers, regions = [], [], {}
+    for n in g.node:
+        if not n.op_type.startswith("TFL_"):
+            nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        b = _Subgraph(n.output[0])
+        if n.op_type == "TFL_Landmarks2TransformMatrix":
+            _landmarks_to_transform_matrix(b, n.input[0], n.output[0], attrs)
+            key = (attrs["left_rotation_idx"], attrs["right_rotation_idx"])
+            regions[REGION_BY_ROTATION_POINTS[key]] = [int(i) for i in attrs["subset_idxs"]]
+        elif n.op_type == "TFL_TransformLandmarks":
+            _transform_landmarks(b, n.input[0], n.input[1], n.output[0])
+        elif n.op_type == "TFL_TransformTensorBilinear":
+            # tf2onnx fed the op an NHWC transpose of an NCHW feature map: sample the NCHW one directly
+            to_nhwc = producer[n.input[0]]
+            if to_nhwc.op_type != "Transpose" or list(to_nhwc.attribute[0].ints) != [0, 2, 3, 1]:
+                raise SystemExit(f"unexpected input of {n.output[0]}: {to_nhwc.op_type}")
+            size = tuple(shapes[to_nhwc.input[0]][2:4])
+            if not all(size):
+                raise SystemExit(f"unknown feature map size for {n.output[0]}: {size}")
+            _transform_tensor_bilinear(b, to_nhwc.input[0], size, n.input[1], n.output[0], attrs)
+        else:
+            raise SystemExit(f"unknown MediaPipe custom op {n.op_type}")
+        nodes += b.nodes
+        initializers += b.initializers
+    # drop what only fed the replaced nodes (the NHWC transposes)
+    needed = {vi.name for vi in g.output}
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(n.input)
+    del g.node[:]
+    g.node.extend(reversed(kept))
+    g.initializer.extend(initializers)
+    if sorted(regions) != sorted(REGION_BY_ROTATION_POINTS.values()):
+        raise SystemExit(f"expected the lips and both eye regions, found {sorted(regions)}")
+    return regions
 
 
 def canonicalize(model):
@@ -537,7 +742,11 @@ def convert_one(name, spec, tflite_path: Path, workdir: Path, prelu: str):
         n = densify_tflite(tflite_path, dense)
         print(f"[densify] {name}: removed {n} DENSIFY ops")
         src = dense
+    if spec.get("mediapipe_custom_ops"):
+        print(f"[convert] {name}: tf2onnx reports MediaPipe's custom ops as unsupported below; they are kept as "
+              "TFL_* nodes and replaced by standard ONNX ops")
     model = tflite_to_onnx(src)
+    regions = replace_mediapipe_custom_ops(model) if spec.get("mediapipe_custom_ops") else None
     rename_io(model, spec["inputs"], spec["outputs"])
     folded = fp16_consts_to_fp32(model)
     if spec.get("dynamic_batch"):
@@ -545,6 +754,8 @@ def convert_one(name, spec, tflite_path: Path, workdir: Path, prelu: str):
     if prelu != "keep":
         rewrite_prelu(model, prelu)
     canonicalize(model)
+    if regions:
+        onnx.helper.set_model_props(model, {REFINEMENT_METADATA_KEY: json.dumps(regions, sort_keys=True)})
     onnx.checker.check_model(model, full_check=True)
     out = MODELS_DIR / spec["onnx"]
     out.write_bytes(model.SerializeToString(deterministic=True))

@@ -7,7 +7,10 @@ default XNNPACK delegate and with the plain reference kernels) on
 test/data/astronaut.png (NASA, public domain):
   * detectors: the whole image resized to 128x128 / 192x192, scaled to [-1, 1];
   * face_landmark: a square crop around the face, 192x192, [0, 1];
-  * iris_landmark: 64x64 crops around both eyes (placed with the landmarks), [0, 1].
+  * iris_landmark: 64x64 crops around both eyes (placed with the landmarks), [0, 1];
+  * face_landmark_with_attention (MediaPipe custom ops, which TFLite's interpreter lacks): the face crop
+    through MediaPipe's own graph (its custom-op resolver and its 478-point decoding), compared with the
+    478 points face3d_ros decodes from the ONNX outputs, and the face flag.
 Prints the max abs difference per output and exits non-zero if any is >= 1e-3.
 It also checks that batch=3 calls of the dynamic-batch models equal three
 single calls, and with --bench prints CPU timings (median of 50 runs, 2 threads).
@@ -101,6 +104,72 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -80, 80)))
 
 
+# The face crop of the astronaut run through MediaPipe's own inference (TFLite with MediaPipe's custom ops) and
+# its own 478-point decoding (TensorsToFaceLandmarksWithAttention, i.e. LandmarksRefinementCalculator).
+ATTENTION_GRAPH = """
+input_stream: "image"
+output_stream: "refined"
+output_stream: "flag"
+node { calculator: "ImageToTensorCalculator" input_stream: "IMAGE:image" output_stream: "TENSORS:input"
+  options { [mediapipe.ImageToTensorCalculatorOptions.ext] { output_tensor_width: 192 output_tensor_height: 192
+    keep_aspect_ratio: false output_tensor_float_range { min: 0.0 max: 1.0 } } } }
+node { calculator: "TfLiteCustomOpResolverCalculator" output_side_packet: "OP_RESOLVER:op_resolver" }
+node { calculator: "TfLiteModelCalculator" input_side_packet: "MODEL_BLOB:model_blob"
+  output_side_packet: "MODEL:model" }
+node { calculator: "InferenceCalculator" input_stream: "TENSORS:input" output_stream: "TENSORS:raw"
+  input_side_packet: "MODEL:model" input_side_packet: "OP_RESOLVER:op_resolver"
+  options { [mediapipe.InferenceCalculatorOptions.ext] { delegate { tflite {} } } } }
+node { calculator: "SplitTensorVectorCalculator" input_stream: "raw" output_stream: "landmark_tensors"
+  output_stream: "flag_tensor"
+  options { [mediapipe.SplitVectorCalculatorOptions.ext] { ranges { begin: 0 end: 6 } ranges { begin: 6 end: 7 } } } }
+node { calculator: "TensorsToFaceLandmarksWithAttention" input_stream: "TENSORS:landmark_tensors"
+  output_stream: "LANDMARKS:refined" }
+node { calculator: "TensorsToFloatsCalculator" input_stream: "TENSORS:flag_tensor" output_stream: "FLOAT:flag" }
+"""
+
+
+def check_attention_model(sess, tflite_path: Path, img, spec) -> tuple[list, list]:
+    """face_landmark_with_attention.onnx against MediaPipe's graph on the 192x192 face crop: the 478 points
+    face3d_ros decodes from the ONNX outputs (face3d_ros.core.landmarks.refined_mesh with the regions in the
+    model's metadata) against MediaPipe's refined landmarks (which use every landmark output), and the
+    face flag. This checks the custom-op rewrite, the region indices and the decoding in one go."""
+    import json
+    import mediapipe as mp
+    import numpy as np
+    from google.protobuf import text_format
+    from mediapipe.framework import calculator_pb2
+    from mediapipe.python import packet_creator, packet_getter
+    from mediapipe.python._framework_bindings import calculator_graph
+    sys.path.insert(0, str(ROOT))
+    from face3d_ros.core.landmarks import REFINEMENT_METADATA_KEY, refined_mesh
+
+    crop = np.ascontiguousarray(crop_resize(img, 225, 118, 190, 192))             # uint8 RGB, as the others
+    graph = calculator_graph.CalculatorGraph(
+        graph_config=text_format.Parse(ATTENTION_GRAPH, calculator_pb2.CalculatorGraphConfig()))
+    got = {}
+    graph.observe_output_stream("refined", lambda _, p: got.__setitem__("refined", packet_getter.get_proto(p)))
+    graph.observe_output_stream("flag", lambda _, p: got.__setitem__("flag", packet_getter.get_float(p)))
+    graph.start_run({"model_blob": packet_creator.create_string(tflite_path.read_bytes())})
+    graph.add_packet_to_input_stream(
+        "image", packet_creator.create_image_frame(image_format=mp.ImageFormat.SRGB, data=crop).at(0))
+    graph.close()
+    x = (crop.astype(np.float32) / 255.0)[None]
+    outputs = dict(zip(spec["outputs"], sess.run(None, {spec["inputs"][0]: x})))
+    regions = {k: np.asarray(v) for k, v in json.loads(
+        sess.get_modelmeta().custom_metadata_map[REFINEMENT_METADATA_KEY]).items()}
+    ours = refined_mesh({k: v[0] for k, v in outputs.items()}, regions)
+    theirs = np.array([[p.x, p.y, p.z] for p in got["refined"].landmark]) * 192.0   # normalised -> crop px
+    rows, failures = [], []
+    for label, d in (("478 x,y", float(np.max(np.abs(ours[:, :2] - theirs[:, :2])))),
+                     ("478 z", float(np.max(np.abs(ours[:, 2] - theirs[:, 2])))),
+                     ("face_flag", abs(float(outputs["face_flag"].reshape(-1)[0]) - got["flag"]))):
+        rows.append(("face_landmark_with_attention", label, "mediapipe graph", d))
+        if not d < TOL:
+            failures.append(f"face_landmark_with_attention {label} vs MediaPipe's graph: {d:.3g}")
+    print(f"  face_landmark_with_attention: face presence {sigmoid(got['flag']):.4f}")
+    return rows, failures
+
+
 def run_checks(bench: bool) -> int:
     import numpy as np
     import mediapipe
@@ -127,6 +196,12 @@ def run_checks(bench: bool) -> int:
         onnx_path = MODELS_DIR / spec["onnx"]
         tfl_path = mp_root / spec["wheel_path"]
         sess = ort_session(onnx_path)
+        if spec.get("mediapipe_custom_ops"):
+            # TFLite's interpreter lacks MediaPipe's custom ops: compare with MediaPipe's own graph instead
+            inputs[name] = face
+            attention_rows, attention_failures = check_attention_model(sess, tfl_path, img, spec)
+            rows += attention_rows
+            failures += attention_failures
         if name == "iris_landmark":
             # eye crops placed with the face_landmark output (ONNX), as the product would do
             lm = results["face_landmark"][0].reshape(468, 3)[:, :2]
@@ -142,7 +217,8 @@ def run_checks(bench: bool) -> int:
         x = inputs[name]
         got = sess.run(None, {spec["inputs"][0]: x})
         results[name] = got
-        for variant, xnn in (("tflite+xnnpack", True), ("tflite-reference", False)):
+        for variant, xnn in () if spec.get("mediapipe_custom_ops") else (("tflite+xnnpack", True),
+                                                                         ("tflite-reference", False)):
             ref = TFLite(tfl_path, xnnpack=xnn)(x)
             for oname, o, r in zip(spec["outputs"], got, ref):
                 r = r.reshape(o.shape)
@@ -158,7 +234,7 @@ def run_checks(bench: bool) -> int:
             print(f"  {name}: face presence {sigmoid(got[1]).item():.4f}")
 
         if spec.get("dynamic_batch"):
-            if name == "face_landmark":
+            if name.startswith("face_landmark"):
                 batch = [face, face[:, :, ::-1].copy(), f(crop_resize(img, 230, 112, 210, 192))[None] / 255.0]
             else:
                 batch = extra_batch + [eyes[0][:, ::-1].copy()]
@@ -172,9 +248,9 @@ def run_checks(bench: bool) -> int:
                 if not (d < BATCH_TOL) or out_b[k].shape[0] != 3:
                     failures.append(f"{name}.{oname} batch=3 vs single: {d:.3g}")
 
-    print(f"\n{'model':<28}{'output':<13}{'reference':<22}max abs diff")
+    print(f"\n{'model':<30}{'output':<13}{'reference':<22}max abs diff")
     for name, oname, variant, d in rows:
-        print(f"{name:<28}{oname:<13}{variant:<22}{d:.3e}")
+        print(f"{name:<30}{oname:<13}{variant:<22}{d:.3e}")
 
     if bench:
         import onnxruntime as ort
@@ -185,6 +261,9 @@ def run_checks(bench: bool) -> int:
         for name, spec in build_models.MODELS.items():
             sess = ort_session(MODELS_DIR / spec["onnx"])
             feed = {spec["inputs"][0]: inputs[name]}
+            if spec.get("mediapipe_custom_ops"):   # TFLite's interpreter cannot run it
+                runners[name] = (lambda s=sess, fd=feed: s.run(None, fd), lambda: None)
+                continue
             tfl = TFLite(mp_root / spec["wheel_path"], xnnpack=True)
             runners[name] = (lambda s=sess, fd=feed: s.run(None, fd), lambda t=tfl, x=inputs[name]: t(x))
         best = {name: [float("inf"), float("inf")] for name in runners}
@@ -193,7 +272,9 @@ def run_checks(bench: bool) -> int:
                 best[name][0] = min(best[name][0], median_ms(r_ort))
                 best[name][1] = min(best[name][1], median_ms(r_tfl))
         for name, (t_ort, t_tfl) in best.items():
-            print(f"  {name:<28} onnxruntime {t_ort:6.3f} ms   tflite+xnnpack {t_tfl:6.3f} ms")
+            tflite = "n/a (MediaPipe custom ops)" if build_models.MODELS[name].get("mediapipe_custom_ops") \
+                else f"{t_tfl:6.3f} ms"
+            print(f"  {name:<30} onnxruntime {t_ort:6.3f} ms   tflite+xnnpack {tflite}")
 
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures))

@@ -187,6 +187,42 @@ def test_mirror_averaging_makes_the_pose_mirror_symmetric(astronaut):
     assert with_average < without
 
 
+def test_attention_and_iris_models_agree_on_the_478_points(pipeline, astronaut):
+    """The one-pass attention model (default) and face_landmark + iris_landmark give the same points in
+    the same order: irises (centre and the four edge points, the mirrored eye's edges put back in the canonical
+    order) within a pixel, the mesh within the two models' own difference; the refined eyes and lips move."""
+    attention = pipeline.process(astronaut)[0].landmarks_px
+    iris_model = FacePipeline(PipelineConfig().updated({"tracking.enabled": False,
+                                                        "landmarks.iris_model": "iris_landmark"}))
+    separate = iris_model.process(astronaut)[0].landmarks_px
+    assert attention.shape == separate.shape == (478, 3)
+    assert np.linalg.norm(attention[468:, :2] - separate[468:, :2], axis=1).max() < 1.0
+    assert np.median(np.linalg.norm(attention[:468, :2] - separate[:468, :2], axis=1)) < 1.5
+    assert iris_model.landmarker.model.path.name == "face_landmark.onnx" and iris_model.iris is not None
+    assert pipeline.landmarker.model.path.name == "face_landmark_with_attention.onnx" and pipeline.iris is None
+
+
+def test_attention_model_refines_only_lips_and_eyes(pipeline, astronaut):
+    """Refined points replace the mesh's x, y in the lips and eye regions only (z stays the mesh's); each
+    iris's depth is its eye contour's mean depth (MediaPipe's LandmarksRefinementCalculator)."""
+    from face3d_ros.core.landmarks import refined_mesh
+    landmarker = pipeline.landmarker
+    regions = landmarker.regions
+    assert {k: len(v) for k, v in regions.items()} == {"lips": 80, "left_eye": 71, "right_eye": 71}
+    rng = np.random.default_rng(0)
+    outputs = {name: rng.normal(size=size).astype(np.float32) for name, size in
+               (("landmarks", 1404), ("lips", 160), ("left_eye", 142), ("right_eye", 142),
+                ("left_iris", 10), ("right_iris", 10))}
+    points = refined_mesh(outputs, regions)
+    mesh = outputs["landmarks"].reshape(468, 3)
+    refined = np.concatenate(list(regions.values()))
+    untouched = np.setdiff1d(np.arange(468), refined)
+    assert np.array_equal(points[untouched], mesh[untouched]) and np.array_equal(points[:468, 2], mesh[:, 2])
+    assert np.array_equal(points[regions["lips"], :2], outputs["lips"].reshape(80, 2))
+    assert np.array_equal(points[473:478, :2], outputs["right_iris"].reshape(5, 2))
+    assert np.allclose(points[468:473, 2], mesh[regions["left_eye"][:16], 2].mean())
+
+
 def test_detector_rests_while_max_faces_are_tracked():
     """As MediaPipe's face mesh graph: with max_faces tracked there is nothing new to look for."""
     from face3d_ros.core.synthetic import Motion, moving_face

@@ -167,21 +167,22 @@ LANDMARKS_68.setflags(write=False)
 
 
 @lru_cache(maxsize=4)
-def mesh_mirror_indices(folder: str = "") -> np.ndarray:
-    """(468,) index map of the face mesh's left-right mirror: vertex i of a mirrored face is vertex
-    mirror[i] of the original (the person's right eye corner 33 <-> left 263, midline points map to
+def mesh_mirror_indices(folder: str = "", points: int = MESH_POINTS) -> np.ndarray:
+    """(points,) index map of the face mesh's left-right mirror (468 mesh points, or 478 with the irises):
+    vertex i of a mirrored face is vertex mirror[i] of the original (the person's right eye corner 33 <->
+    left 263, iris 468 <-> 473 with its outer and inner edge points swapped, midline points map to
     themselves). MediaPipe's canonical mesh is exactly symmetric about x = 0, so the map is a permutation
     and an involution; ValueError if the model files say otherwise.
 
     Use: landmarks predicted on a horizontally mirrored crop, mapped back to image pixels, are
     `points[mirror]` in the original's vertex order (test-time flip averaging)."""
-    vertices = load_canonical_face(folder).vertices[:MESH_POINTS]
+    vertices = load_canonical_face(folder).vertices[:points]
     mirrored = vertices * np.array([-1.0, 1.0, 1.0])
     distance = np.linalg.norm(mirrored[:, None, :] - vertices[None, :, :], axis=2)
     mirror = np.argmin(distance, axis=1)
     scale = float(np.ptp(vertices, axis=0).max())
-    if (distance[np.arange(MESH_POINTS), mirror].max() > 1e-4 * scale
-            or not np.array_equal(mirror[mirror], np.arange(MESH_POINTS))):
+    if (len(vertices) != points or distance[np.arange(points), mirror].max() > 1e-4 * scale
+            or not np.array_equal(mirror[mirror], np.arange(points))):
         raise ValueError("the canonical face mesh is not left-right symmetric")
     mirror.setflags(write=False)
     return mirror

@@ -1,21 +1,26 @@
-"""Face mesh (468 points) and iris (5 + 5 points) landmark models on rotated ROI crops.
+"""Face mesh (468 or 478 points) and iris (5 + 5 points) landmark models on rotated ROI crops.
 
 MediaPipe's face_landmark model takes a 192x192 RGB crop in [0, 1] and returns 468 (x, y, z) points in crop
-pixels plus a face-presence logit; iris_landmark takes a 64x64 eye crop (the person's left eye mirrored, as
-MediaPipe does) and returns 71 eye-contour and 5 iris points.
+pixels plus a face-presence logit. face_landmark_with_attention (MediaPipe's refine_landmarks=True model)
+takes the same crop and also returns refined lips, eyes and irises: 478 points in one pass. iris_landmark
+takes a 64x64 eye crop (the person's left eye mirrored, as MediaPipe does) and returns 71 eye-contour and 5
+iris points.
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
 from .backends import OnnxModel
-from .roi import (LEFT_EYE_INNER, LEFT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER, crop_into, crop_to_image,
-                  eye_line_rotation)
+from .roi import (LEFT_EYE_INNER, LEFT_EYE_OUTER, MESH_POINTS, RIGHT_EYE_INNER, RIGHT_EYE_OUTER, crop_into,
+                  crop_to_image, eye_line_rotation)
 from .types import Roi
 
 FACE_INPUT, IRIS_INPUT = 192, 64
 IRIS_ROI_SCALE = 2.3   # MediaPipe's eye crop: 2.3x the eye-corner distance
 IRIS_POINTS = 5
+MIRRORED_IRIS_ORDER = [0, 3, 2, 1, 4]   # centre, then the contour with its two horizontal edges swapped
 
 
 def _batched(model: OnnxModel) -> bool:
@@ -59,21 +64,66 @@ def _output_by_size(outputs: dict[str, np.ndarray], size: int) -> np.ndarray:
     return next(v for v in outputs.values() if v.size == size).reshape(-1)
 
 
+# Metadata key (JSON) of face_landmark_with_attention.onnx: the mesh indices each refined region replaces,
+# {"lips": [80], "left_eye": [71], "right_eye": [71]} (written by models/build_models.py)
+REFINEMENT_METADATA_KEY = "face3d.refinement"
+REFINED_REGIONS = {"lips": 80, "left_eye": 71, "right_eye": 71}
+EYE_CONTOUR_POINTS = 16    # an eye region starts with its 9 lower and 7 upper eyelid points
+IRISES = ((MESH_POINTS, "left_iris", "left_eye"), (MESH_POINTS + IRIS_POINTS, "right_iris", "right_eye"))
+
+
+def refinement_indices(model: OnnxModel) -> dict[str, np.ndarray] | None:
+    """The refined regions' mesh indices from the model's metadata; None for a plain 468-point model."""
+    meta = model.session.get_modelmeta().custom_metadata_map.get(REFINEMENT_METADATA_KEY)
+    if meta is None:
+        return None
+    regions = {name: np.asarray(indices, dtype=np.intp) for name, indices in json.loads(meta).items()}
+    if ({name: len(idx) for name, idx in regions.items()} != REFINED_REGIONS
+            or any(idx.min() < 0 or idx.max() >= MESH_POINTS for idx in regions.values())):
+        raise ValueError(f"{model.path.name}: unexpected {REFINEMENT_METADATA_KEY} metadata")
+    return regions
+
+
+def refined_mesh(outputs: dict[str, np.ndarray], regions: dict[str, np.ndarray]) -> np.ndarray:
+    """One crop's face_landmark_with_attention outputs -> (478, 3) crop points, as MediaPipe's
+    LandmarksRefinementCalculator: the lips and eye regions (x, y) replace the mesh's, which keeps its z;
+    each iris (x, y) takes the mean mesh z of its eye's contour."""
+    mesh = outputs["landmarks"].reshape(MESH_POINTS, 3)
+    points = np.empty((MESH_POINTS + 2 * IRIS_POINTS, 3))
+    points[:MESH_POINTS] = mesh
+    for name, indices in regions.items():
+        points[indices, :2] = outputs[name].reshape(-1, 2)
+    for start, iris, eye in IRISES:
+        points[start:start + IRIS_POINTS, :2] = outputs[iris].reshape(IRIS_POINTS, 2)
+        points[start:start + IRIS_POINTS, 2] = mesh[regions[eye][:EYE_CONTOUR_POINTS], 2].mean()
+    return points
+
+
 class FaceLandmarker:
-    """ROIs -> (468, 3) landmarks in image pixels and a face-presence score per ROI.
+    """ROIs -> (468, 3) landmarks in image pixels (478 with an attention model: refined lips, eyes and
+    irises) and a face-presence score per ROI.
 
     With `mirror_average`, each crop also runs mirrored and the two results are averaged (the mirrored
     one re-indexed by `mirror`, the mesh's left-right map): this cancels part of the model's left-right
     bias, at one more inference per face.
+
+    `verifier` (the plain 468-point model, beside an attention model): the attention model's face flag is
+    far less sure of small, blurry faces (a 35 px face: 0.02 where the plain model says 0.71), so a crop
+    it scores below `min_score` is scored again by the verifier, whose score then stands.
     """
 
-    def __init__(self, model: OnnxModel, mirror: np.ndarray | None = None):
+    def __init__(self, model: OnnxModel, mirror: np.ndarray | None = None, verifier: OnnxModel | None = None):
         self.model = model
+        self.verifier = verifier
+        self.regions = refinement_indices(model)
+        self.points = MESH_POINTS + (2 * IRIS_POINTS if self.regions is not None else 0)
+        if mirror is not None and len(mirror) != self.points:
+            raise ValueError(f"mirror map has {len(mirror)} points, the model gives {self.points}")
         self.mirror = mirror
         self._batch = CropBatch(FACE_INPUT)
 
-    def __call__(self, image: np.ndarray, rois: list[Roi],
-                 mirror_average: bool = False) -> list[tuple[np.ndarray, float]]:
+    def __call__(self, image: np.ndarray, rois: list[Roi], mirror_average: bool = False,
+                 min_score: float = 0.0) -> list[tuple[np.ndarray, float]]:
         if not rois:
             return []
         n = len(rois)
@@ -82,13 +132,25 @@ class FaceLandmarker:
         batch, affines = self._batch.fill(image, all_rois, [False] * n + [True] * n if mirrored else None)
         decoded = []
         for roi, affine, outputs in zip(all_rois, affines, _run(self.model, batch)):
-            points = _output_by_size(outputs, 468 * 3).reshape(468, 3).astype(np.float64)
+            if self.regions is None:
+                points = _output_by_size(outputs, MESH_POINTS * 3).reshape(MESH_POINTS, 3).astype(np.float64)
+            else:
+                points = refined_mesh(outputs, self.regions)
             logit = float(_output_by_size(outputs, 1)[0])
             decoded.append((crop_to_image(points, affine, FACE_INPUT, roi.size), logit))
         if mirrored:
             decoded = [(0.5 * (points + decoded[n + i][0][self.mirror]), 0.5 * (logit + decoded[n + i][1]))
                        for i, (points, logit) in enumerate(decoded[:n])]
-        return [(points, 1.0 / (1.0 + np.exp(-np.clip(logit, -100, 100)))) for points, logit in decoded]
+        results = [(points, _sigmoid(logit)) for points, logit in decoded]
+        doubtful = [i for i, (_, score) in enumerate(results) if score < min_score]
+        if self.verifier is not None and doubtful:
+            for i, outputs in zip(doubtful, _run(self.verifier, batch[doubtful])):
+                results[i] = (results[i][0], _sigmoid(float(_output_by_size(outputs, 1)[0])))
+        return results
+
+
+def _sigmoid(logit: float) -> float:
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -100, 100)))
 
 
 def eye_rois(landmarks_px: np.ndarray) -> tuple[Roi, Roi]:
@@ -119,6 +181,8 @@ class IrisLandmarker:
             irises = []
             for j in (2 * i, 2 * i + 1):
                 iris = _output_by_size(outputs[j], IRIS_POINTS * 3).reshape(IRIS_POINTS, 3).astype(np.float64)
+                if j % 2:   # the mirrored eye's two horizontal edge points come back swapped: restore the
+                    iris = iris[MIRRORED_IRIS_ORDER]   # canonical face's (and the attention model's) order
                 affine, size = transforms[j]
                 irises.append(crop_to_image(iris, affine, IRIS_INPUT, size))
             iris_points = np.vstack(irises)

@@ -17,8 +17,9 @@ import numpy as np
 from .backends import OnnxModel, provider_chain
 from .config import PipelineConfig
 from .detector import SPECS, BlazeFaceModel, FaceDetector
-from .geometry import HeadPoseSolver, mesh_mirror_indices
-from .landmarks import FaceLandmarker, IrisLandmarker
+from .geometry import (CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, MESH_WITH_IRIS_POINTS, PROCRUSTES_PBTXT,
+                       HeadPoseSolver, mesh_mirror_indices)
+from .landmarks import FaceLandmarker, IrisLandmarker, refinement_indices
 from .model_files import models_dir, verify_model_file
 from .roi import MESH_POINTS, box_iou, roi_from_detection, roi_from_landmarks, roi_iou
 from .tracking import FaceTracker
@@ -49,6 +50,27 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+PLAIN_MESH_MODEL = "face_landmark.onnx"
+
+
+def landmark_model_files(config: PipelineConfig) -> tuple[str, str | None]:
+    """(face landmark model, iris model or None) that this configuration runs."""
+    landmarks = config.landmarks
+    if not landmarks.refine_iris:
+        return PLAIN_MESH_MODEL, None
+    if landmarks.iris_model == "attention":
+        return "face_landmark_with_attention.onnx", None
+    return PLAIN_MESH_MODEL, "iris_landmark.onnx"
+
+
+def required_files(config: PipelineConfig) -> list[str]:
+    """Every file of the models folder this configuration loads (to check them all up front); the plain mesh
+    model is always one (with the attention model it verifies faces that model is unsure of)."""
+    return ([spec.file for spec in SPECS[config.detector.detector_range]]
+            + sorted({PLAIN_MESH_MODEL, *(name for name in landmark_model_files(config) if name)})
+            + [CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, PROCRUSTES_PBTXT])
+
+
 def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
     points = landmarks_px[:MESH_POINTS, :2]
     return np.concatenate([points.min(axis=0), points.max(axis=0)])
@@ -71,9 +93,14 @@ class FacePipeline:
 
         self.detector = FaceDetector([BlazeFaceModel(spec, load(spec.file))
                                       for spec in SPECS[self.config.detector.detector_range]])
-        self.landmarker = FaceLandmarker(load("face_landmark.onnx"),
-                                         mirror=mesh_mirror_indices(self.config.backend.models_dir))
-        self.iris = IrisLandmarker(load("iris_landmark.onnx")) if self.config.landmarks.refine_iris else None
+        face_model, iris_model = landmark_model_files(self.config)
+        landmarker = load(face_model)
+        attention = refinement_indices(landmarker) is not None
+        self.landmarker = FaceLandmarker(
+            landmarker, mirror=mesh_mirror_indices(self.config.backend.models_dir,
+                                                   MESH_WITH_IRIS_POINTS if attention else MESH_POINTS),
+            verifier=load(PLAIN_MESH_MODEL) if attention else None)
+        self.iris = IrisLandmarker(load(iris_model)) if iris_model else None
         self.solver = HeadPoseSolver(self.config.pose, models_dir=self.config.backend.models_dir)
         self.tracker = FaceTracker(self.config.tracking, self.config.smoothing)
         self.backend = self.landmarker.model.backend
@@ -89,7 +116,7 @@ class FacePipeline:
     @property
     def models(self) -> list[OnnxModel]:
         found = [m.model for m in self.detector.models] + [self.landmarker.model]
-        return found + ([self.iris.model] if self.iris else [])
+        return found + [m for m in (self.landmarker.verifier, self.iris and self.iris.model) if m]
 
     def update_config(self, values: dict) -> None:
         """Change run-time settings ("section.name": value); the models stay loaded."""
@@ -202,7 +229,8 @@ class FacePipeline:
     def _run_landmarks(self, image: np.ndarray, candidates: list[Face], mirror_average: bool = False) -> list[Face]:
         cfg = self.config
         with self._stage("landmarks"):
-            results = self.landmarker(image, [c.roi for c in candidates], mirror_average)
+            results = self.landmarker(image, [c.roi for c in candidates], mirror_average,
+                                      min_score=cfg.landmarks.min_landmark_score)
         faces = []
         for candidate, (points, score) in zip(candidates, results):
             if score >= cfg.landmarks.min_landmark_score:

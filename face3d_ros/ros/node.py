@@ -280,14 +280,10 @@ class Face3dNode(LifecycleNode):
                 return TransitionCallbackReturn.FAILURE
             config = params.pipeline_config(values)
             from ..core import geometry, model_files
-            from ..core.detector import SPECS as DETECTOR_SPECS
-            from ..core.pipeline import FacePipeline   # onnxruntime: imported when needed
+            from ..core.pipeline import FacePipeline, required_files   # onnxruntime: imported when needed
             # every file this configuration needs, checked up front: all problems in one message
             folder = model_files.models_dir(config.backend.models_dir)
-            needed = [spec.file for spec in DETECTOR_SPECS[config.detector.detector_range]]
-            needed += ["face_landmark.onnx"] + (["iris_landmark.onnx"] if config.landmarks.refine_iris else [])
-            needed += [geometry.CANONICAL_OBJ, geometry.CANONICAL_WITH_IRIS_OBJ, geometry.PROCRUSTES_PBTXT]
-            model_files.verify_model_files(folder, needed)
+            model_files.verify_model_files(folder, required_files(config))
             pipeline = FacePipeline(config)
             canonical = geometry.load_canonical_face(config.backend.models_dir)
             if config.landmarks.refine_iris:
