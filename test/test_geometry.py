@@ -268,6 +268,45 @@ def test_previous_pose_start_gives_the_same_answer(face):
     np.testing.assert_allclose(warm.t_cam_face, cold.t_cam_face, atol=1e-5)
 
 
+def test_gauss_newton_normal_equations_match_finite_differences():
+    """The fit forms its normal equations from a basis of per-point products (G._jacobian_coefficients,
+    G._normal_equations) instead of the Jacobian itself: they must equal J^T W J and J^T W r with J the
+    numerical Jacobian of the residuals (u, v, depth) in the fit's parameters (w, t, offset)."""
+    solver = G.HeadPoseSolver()
+    X = solver._X1[:3].T
+    m = len(X)
+    R, t = G.rotation_from_yaw_pitch_roll_deg(25, -15, 10), np.array([0.08, -0.05, 0.7])
+
+    def predicted(params):   # u, v rows and the depth row (R X)_z / t_z + offset, as in the fit
+        Rp, tp = cv2.Rodrigues(params[:3])[0] @ R, t + params[3:6]
+        P = X @ Rp.T + tp
+        return np.concatenate([P[:, 0] / P[:, 2], P[:, 1] / P[:, 2], (P[:, 2] - tp[2]) / tp[2] + params[6]])
+
+    eps = 1e-6
+    J = np.column_stack([(predicted(step) - predicted(-step)) / (2 * eps) for step in np.eye(7) * eps])
+    basis = np.empty((G._BASIS_ROWS, m))
+    basis[G._ONE] = 1.0
+    solver._project(R, t, basis, jacobian=True)
+    C = G._jacobian_coefficients(t, 3)
+    np.testing.assert_allclose((C.reshape(-1, G._BASIS_ROWS) @ basis).reshape(7, 3 * m), J.T, atol=1e-8)
+
+    rng = np.random.default_rng(5)
+    weight, residual = rng.uniform(0.0, 1.0, m), rng.normal(0.0, 1e-3, (3, m))
+    pixel = np.array([[900.0 ** 2], [905.0 ** 2], [0.5 * 900.0 ** 2]])
+    H, g = G._normal_equations(C, basis, weight, pixel, residual)
+    W = (weight * pixel).reshape(-1)
+    H_fd = (J.T * W) @ J
+    np.testing.assert_allclose(H, H_fd, rtol=1e-6, atol=1e-6 * np.abs(H_fd).max())
+    g_fd = (J.T * W) @ residual.reshape(-1)
+    np.testing.assert_allclose(g, g_fd, rtol=1e-6, atol=1e-6 * np.abs(g_fd).max())
+    # 2D landmarks only: the same without the depth row and offset
+    H2, g2 = G._normal_equations(G._jacobian_coefficients(t, 2), basis, weight, pixel[:2], residual[:2])
+    J2, W2 = J[:2 * m, :6], W[:2 * m]
+    np.testing.assert_allclose(H2, (J2.T * W2) @ J2, rtol=1e-6, atol=1e-6 * np.abs(H_fd).max())
+    np.testing.assert_allclose(g2, (J2.T * W2) @ residual[:2].reshape(-1), rtol=1e-6,
+                               atol=1e-6 * np.abs(g_fd).max())
+
+
 def test_iris_scale_recovers_head_size(face):
     cam = camera(fx=1400.0, size=(1920, 1080))
     solver = G.HeadPoseSolver(PoseConfig(iris_scale=True, iris_diameter_m=0.0117))

@@ -369,7 +369,17 @@ class HeadPoseSolver:
         self._base_weight = np.maximum(procrustes, BASE_WEIGHT)
         self._basis = np.flatnonzero(face.procrustes_weights > 0)
         self._base_weight_sum = float(self._base_weight.sum())
-        self._XN = np.ascontiguousarray(np.hstack([X.T, face.normals_face[:MESH_POINTS].T]))   # (3, 2 x 468)
+        self._X1 = np.vstack([X.T, np.ones(MESH_POINTS)])   # (4, m) homogeneous: [R | t] @ X1 = R X + t
+        # facing the camera (see _facing), as rows for a product with (c, 1, |c|^2): n.(c - X) from
+        # (N, -n.X, 0), |c - X|^2 from (-2 X, |X|^2, 1); laid out (5, 2m) for a fast vector-matrix product
+        N = face.normals_face[:MESH_POINTS]
+        facing_rows = np.zeros((5, 2 * MESH_POINTS))
+        facing_rows[:3, :MESH_POINTS] = N.T
+        facing_rows[3, :MESH_POINTS] = -np.sum(N * X, axis=1)
+        facing_rows[:3, MESH_POINTS:] = -2.0 * X.T
+        facing_rows[3, MESH_POINTS:] = np.sum(X * X, axis=1)
+        facing_rows[4, MESH_POINTS:] = 1.0
+        self._facing_rows = facing_rows
         self._face_height_m = float(np.ptp(face.vertices[:MESH_POINTS, 1]))
 
     # -- public --------------------------------------------------------------------------------------------
@@ -492,91 +502,51 @@ class HeadPoseSolver:
 
     def _refine(self, uv: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
                 z_px: np.ndarray | None = None):
-        """Weighted, robust Gauss-Newton on the reprojection error in normalised coordinates, plus (when
-        `z_px` is given) MediaPipe's relative depth: z_px / fx should equal (R X)_z / t_z up to an offset.
+        """Weighted, robust Gauss-Newton on the reprojection error in normalised coordinates `uv` (m, 2), plus
+        (when `z_px` is given) MediaPipe's relative depth: z_px / fx should equal (R X)_z / t_z up to an offset.
 
         Parameters: a left rotation increment w (3), t (3) and, with z, the depth offset (1). Weight per
         point = rigidity (Procrustes basis) x facing the camera x Huber (on the point's whole residual).
         Returns R, t, the squared pixel reprojection residual per point and the mask of points facing the
-        camera. Arrays are laid out (coordinate, point) so that every operation runs on contiguous rows.
+        camera. Arrays are laid out (row, point) so that every operation runs on contiguous rows; this runs
+        once per face and image, so it is written to make few numpy calls (see `_normal_equations`).
         """
-        XN = self._XN                      # (3, 2m): canonical points, then their normals (face frame)
-        m = XN.shape[1] // 2
+        m = self._X1.shape[1]
         fx, fy = float(K[0, 0]), float(K[1, 1])
         use_z = z_px is not None and DEPTH_WEIGHT > 0
-        rows = 3 if use_z else 2
-        observed = np.empty(rows * m)
-        observed[:m], observed[m:2 * m] = uv[:, 0], uv[:, 1]
-        if use_z:
-            observed[2 * m:] = z_px * (1.0 / fx)
-        pixel = np.empty(rows * m)         # normalised units -> pixels, squared (and the depth term weight)
-        pixel[:m], pixel[m:2 * m] = fx * fx, fy * fy
-        if use_z:
-            pixel[2 * m:] = DEPTH_WEIGHT * fx * fx
-        JT = np.zeros((7 if use_z else 6, rows * m))   # Jacobian, transposed; its zero blocks stay zero
-        if use_z:
-            JT[6, 2 * m:] = 1.0
-        ju, jv, jz = slice(0, m), slice(m, 2 * m), slice(2 * m, 3 * m)
-        predicted = np.empty(rows * m)
-        weights = np.empty(rows * m)
+        rows = 3 if use_z else 2            # residual rows: u, v (normalised) and, with z, the depth
+        observed = np.empty((rows, m))
+        observed[:2] = uv.T
+        pixel = np.array([fx * fx, fy * fy, DEPTH_WEIGHT * fx * fx][:rows])  # normalised -> pixels, squared
         R = np.array(R, dtype=np.float64)
         t = np.array(t, dtype=np.float64).reshape(3)
         offset = 0.0
-        if use_z:   # start the depth offset at its best value for the initial pose
-            w0 = self._base_weight
-            offset = float(w0 @ (observed[jz] - (R[2] @ XN[:, :m]) / t[2])) / self._base_weight_sum
-        for iteration in range(GN_ITERATIONS + 1):
-            rotated = R @ XN
-            x, y, z = rotated[0, :m], rotated[1, :m], rotated[2, :m]
-            px, py, pz = x + t[0], y + t[1], z + t[2]
-            iz = 1.0 / pz
-            u = px * iz
-            v = py * iz
-            predicted[ju], predicted[jv] = u, v
-            if use_z:
-                predicted[jz] = z * (1.0 / t[2]) + offset
-            residual = predicted - observed
-            squared = residual * residual * pixel
-            reprojection_sq = squared[ju] + squared[jv]
-            # facing the camera: cosine between the normal and the direction from the point to the camera
-            cos = -(rotated[0, m:] * px + rotated[1, m:] * py + rotated[2, m:] * pz) / np.sqrt(
-                px * px + py * py + pz * pz)
-            facing = np.minimum(np.maximum((cos - VISIBLE_COS_LO) * (1.0 / (VISIBLE_COS_HI - VISIBLE_COS_LO)),
-                                           0.0), 1.0)
+        if use_z:
+            observed[2] = z_px * (1.0 / fx)
+            # start the depth offset at its best value for the initial pose
+            depth_offset = observed[2] - (R[2] @ self._X1[:3]) / t[2]
+            offset = float(self._base_weight @ depth_offset) / self._base_weight_sum
+        basis = np.empty((_BASIS_ROWS, m))
+        basis[_ONE] = 1.0
+        residual = np.empty((rows, m))
+        for _ in range(GN_ITERATIONS):
+            self._project(R, t, basis, jacobian=True)
+            np.subtract(basis[_U:_V + 1], observed[:2], out=residual[:2])
+            if use_z:   # predicted depth (R X)_z / t_z + offset, with (R X)_z = P_z - t_z
+                np.multiply(basis[_PZ], 1.0 / t[2], out=residual[2])
+                residual[2] -= observed[2]
+                residual[2] += offset - 1.0
+            error = np.sqrt(pixel @ (residual * residual))    # the point's whole residual, in pixels
+            facing = self._facing(R, t)
             visible = facing > 0.0
-            if iteration == GN_ITERATIONS:
-                break
-            error = np.sqrt(reprojection_sq + squared[jz] if use_z else reprojection_sq)
             count = np.count_nonzero(visible)
-            # Huber, with the scale from the mean error of the visible points (mean |N(0, s)| = 0.8 s)
+            # Huber, with the scale from the mean error of the visible points (mean |N(0, s)| = 0.8 s);
+            # k / max(error, k) = min(1, k / error)
             k = HUBER_K * 1.25 * max(float(np.dot(error, visible)) / max(count, 1), 1e-12)
-            weight = self._base_weight * facing * np.minimum(1.0, k / np.maximum(error, 1e-300))
-            weights[ju] = weight
-            weights[jv] = weight
-            if use_z:
-                weights[jz] = weight
-            weights *= pixel
-            # u = Px/Pz, v = Py/Pz with P = exp([w]x) Xr + t: du/dw = Xr x (iz, 0, -u iz), etc.
-            yiz, xiz = y * iz, x * iz
-            JT[0, ju] = -yiz * u
-            JT[1, ju] = (z * iz) + xiz * u
-            JT[2, ju] = -yiz
-            JT[3, ju] = iz
-            JT[5, ju] = -u * iz
-            JT[0, jv] = -(yiz * v) - z * iz
-            JT[1, jv] = xiz * v
-            JT[2, jv] = xiz
-            JT[4, jv] = iz
-            JT[5, jv] = -v * iz
-            if use_z:   # d(Xr_z / t_z + offset): dXr_z/dw = (y, -x, 0); d/dt_z = -Xr_z / t_z^2; d/doffset = 1
-                inv_tz = 1.0 / t[2]
-                JT[0, jz] = y * inv_tz
-                JT[1, jz] = x * -inv_tz
-                JT[5, jz] = z * -(inv_tz * inv_tz)
-            JW = JT * weights
-            H = JW @ JT.T
-            g = JW @ residual
-            H[np.diag_indices(len(H))] *= 1.0 + 1e-6
+            weight = self._base_weight * np.minimum(facing, 1.0, out=facing)
+            weight *= k / np.maximum(error, k)
+            H, g = _normal_equations(_jacobian_coefficients(t, rows), basis, weight, pixel[:, None], residual)
+            H.flat[::len(H) + 1] *= 1.0 + 1e-6
             ok, step = cv2.solve(H, -g[:, None], flags=cv2.DECOMP_CHOLESKY)
             if not ok:
                 break
@@ -587,15 +557,112 @@ class HeadPoseSolver:
                 offset += step[6]
             if not t[2] > 0:
                 raise InputError("head pose fit diverged (face behind the camera)")
-            if max(abs(step[:3]).max(), abs(step[3:6]).max() / t[2]) < GN_TOLERANCE:
-                # converged: the final residuals and visibility at this pose
-                rotated = R @ XN
-                px, py, pz = rotated[0, :m] + t[0], rotated[1, :m] + t[1], rotated[2, :m] + t[2]
-                reprojection_sq = (px / pz - observed[ju]) ** 2 * (fx * fx) \
-                    + (py / pz - observed[jv]) ** 2 * (fy * fy)
-                visible = (rotated[0, m:] * px + rotated[1, m:] * py + rotated[2, m:] * pz) \
-                    < -VISIBLE_COS_LO * np.sqrt(px * px + py * py + pz * pz)
+            wx, wy, wz, dx, dy, dz = step[:6].tolist()
+            if max(abs(wx), abs(wy), abs(wz), max(abs(dx), abs(dy), abs(dz)) / t[2]) < GN_TOLERANCE:
                 break
-        # re-orthonormalise (accumulated products of rotations drift by ~1e-16 per step)
-        U, _, Vt = np.linalg.svd(R)
-        return U @ Vt, t, reprojection_sq, visible
+        # the final residuals and visibility, at the final pose
+        self._project(R, t, basis, jacobian=False)
+        np.subtract(basis[_U:_V + 1], observed[:2], out=residual[:2])
+        reprojection_sq = pixel[:2] @ (residual[:2] * residual[:2])
+        return orthonormalised(R), t, reprojection_sq, self._facing(R, t) > 0.0
+
+    def _project(self, R: np.ndarray, t: np.ndarray, basis: np.ndarray, jacobian: bool) -> None:
+        """Fill `basis` (_BASIS_ROWS, m; the row of ones already set) with the points P = R X + t in the
+        camera frame, iz = 1 / P_z and the projections u = P_x iz, v = P_y iz; with `jacobian`, also the
+        products the Jacobian is a combination of (see `_jacobian_coefficients`)."""
+        Rt = np.empty((3, 4))
+        Rt[:, :3], Rt[:, 3] = R, t
+        np.matmul(Rt, self._X1, out=basis[_PX:_PZ + 1])
+        np.divide(1.0, basis[_PZ], out=basis[_IZ])
+        np.multiply(basis[_PX:_PY + 1], basis[_IZ], out=basis[_U:_V + 1])
+        if jacobian:
+            u_v = basis[_U:_V + 1]
+            np.multiply(basis[_U], basis[_V], out=basis[_UV])
+            np.multiply(u_v, u_v, out=basis[_UU:_VV + 1])
+            np.multiply(u_v, basis[_IZ], out=basis[_UIZ:_VIZ + 1])
+
+    def _facing(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Per point, (cos - VISIBLE_COS_LO) / (VISIBLE_COS_HI - VISIBLE_COS_LO) clipped below at 0, where
+        cos is between the point's normal and its direction to the camera: > 0 for the points facing the
+        camera, >= 1 for those facing it fully.
+
+        Computed in the face frame, where the camera sits at c = -R^T t and the normals need no rotating:
+        n.(c - X) and |c - X|^2 are both linear in (c, 1, |c|^2) (the rows of self._facing_rows), so one
+        product gives them for all points."""
+        m = self._X1.shape[1]
+        cx, cy, cz = (-(R.T @ t)).tolist()
+        both = np.dot(np.array([cx, cy, cz, 1.0, cx * cx + cy * cy + cz * cz]), self._facing_rows)
+        cos = both[:m]
+        cos /= np.sqrt(both[m:])
+        if VISIBLE_COS_LO:
+            cos -= VISIBLE_COS_LO
+        cos *= 1.0 / (VISIBLE_COS_HI - VISIBLE_COS_LO)
+        return np.maximum(cos, 0.0, out=cos)
+
+
+def orthonormalised(R: np.ndarray) -> np.ndarray:
+    """The rotation nearest to R (products of rotations drift from orthonormal by ~1e-16 per product).
+    When R is that close, one Newton step of the polar decomposition gives it to rounding at under half
+    the cost of the SVD used otherwise."""
+    E = R.T @ R
+    deviation = (E - _EYE3).reshape(9)
+    if deviation @ deviation < 1e-20:     # |R^T R - I| < 1e-10: the step leaves ~ its square
+        return R @ (1.5 * _EYE3 - 0.5 * E)
+    U, _, Vt = np.linalg.svd(R)
+    return U @ Vt
+
+
+_EYE3 = np.eye(3)
+_EYE3.setflags(write=False)
+
+# Rows of HeadPoseSolver._project's basis: the Jacobian of the fit is a combination of these, with
+# coefficients that depend only on t (_jacobian_coefficients).
+_ONE, _U, _V, _UV, _UU, _VV, _IZ, _UIZ, _VIZ, _PX, _PY, _PZ = range(12)
+_BASIS_ROWS = 12
+
+
+def _jacobian_coefficients(t: np.ndarray, rows: int) -> np.ndarray:
+    """C (parameter, residual row, basis row): the transposed Jacobian of the fit is C @ basis.
+
+    With P = exp([w]x) Xr + t, Xr = R X, u = P_x / P_z (v alike): du/dw = Xr x (iz, 0, -u iz),
+    du/dt = (iz, 0, -u iz); writing x iz = u - t_x iz (y, z alike) makes every entry linear in the basis
+    (1, u, v, uv, u^2, v^2, iz, u iz, v iz) with coefficients from t. The depth row (Xr_z / t_z + offset):
+    d/dw = (Xr_y, -Xr_x, 0) / t_z, d/dt_z = -Xr_z / t_z^2, d/doffset = 1, linear in (1, P) as Xr = P - t.
+    """
+    tx, ty, tz = t.tolist()
+    C = np.zeros((7 if rows == 3 else 6, rows, _BASIS_ROWS))
+    # u: -y iz u, z iz + x iz u, -y iz, iz, 0, -u iz (x, y, z: Xr)
+    C[0, 0, _UV], C[0, 0, _UIZ] = -1.0, ty
+    C[1, 0, _ONE], C[1, 0, _UU], C[1, 0, _IZ], C[1, 0, _UIZ] = 1.0, 1.0, -tz, -tx
+    C[2, 0, _V], C[2, 0, _IZ] = -1.0, ty
+    C[3, 0, _IZ] = 1.0
+    C[5, 0, _UIZ] = -1.0
+    # v: -y iz v - z iz, x iz v, x iz, 0, iz, -v iz
+    C[0, 1, _ONE], C[0, 1, _VV], C[0, 1, _IZ], C[0, 1, _VIZ] = -1.0, -1.0, tz, ty
+    C[1, 1, _UV], C[1, 1, _VIZ] = 1.0, -tx
+    C[2, 1, _U], C[2, 1, _IZ] = 1.0, -tx
+    C[4, 1, _IZ] = 1.0
+    C[5, 1, _VIZ] = -1.0
+    if rows == 3:   # depth: y / t_z, -x / t_z, 0, 0, 0, -z / t_z^2, 1
+        inv_tz = 1.0 / tz
+        C[0, 2, _PY], C[0, 2, _ONE] = inv_tz, -ty * inv_tz
+        C[1, 2, _PX], C[1, 2, _ONE] = -inv_tz, tx * inv_tz
+        C[5, 2, _PZ], C[5, 2, _ONE] = -inv_tz * inv_tz, inv_tz
+        C[6, 2, _ONE] = 1.0
+    return C
+
+
+def _normal_equations(C: np.ndarray, basis: np.ndarray, weight: np.ndarray, pixel: np.ndarray,
+                      residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """H = J^T W J and g = J^T W r of the fit, J^T = C @ basis (per residual row b), W = weight x pixel[b].
+
+    Formed on the basis instead of J: H = sum_b pixel[b] C_b G C_b^T with G = basis diag(weight) basis^T
+    (12 x 12), and g = sum_b pixel[b] C_b (basis diag(weight) r_b): a few small products instead of
+    building and weighting the (parameters x rows x points) Jacobian."""
+    n, rows, k = C.shape
+    weighted = basis * weight
+    G = weighted @ basis.T
+    Cp = C * pixel                                              # pixel: (rows, 1)
+    H = (Cp.reshape(n * rows, k) @ G).reshape(n, rows * k) @ C.reshape(n, rows * k).T
+    g = Cp.reshape(n, rows * k) @ (residual @ weighted.T).reshape(rows * k)
+    return H, g
