@@ -331,20 +331,31 @@ def check_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
     if points.ndim != 2 or points.shape[0] not in (MESH_POINTS, MESH_WITH_IRIS_POINTS) \
             or points.shape[1] not in (2, 3):
         raise InputError(f"landmarks must have shape (468, 3) or (478, 3), got {points.shape}")
-    if not np.all(np.isfinite(points[:, :2])):
+    if not all_finite(points[:, :2]):
         raise InputError(f"landmarks contain NaN or inf ({int(np.sum(~np.isfinite(points[:, :2])))} values)")
     return points
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """np.all(np.isfinite(a)), faster: a sum is finite only if every element is (a NaN or inf makes it
+    NaN or inf); only a sum that overflowed needs the element-wise test."""
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.all(np.isfinite(a)))
+
+
 def undistort_normalised(points_px: np.ndarray, camera: CameraModel) -> np.ndarray:
     """(N, 2) distorted pixel coordinates -> undistorted normalised image coordinates (x/z, y/z)."""
-    src = np.ascontiguousarray(points_px, dtype=np.float64).reshape(-1, 1, 2)
+    return np.ascontiguousarray(undistort_normalised_rows(np.asarray(points_px, dtype=np.float64).T, camera).T)
+
+
+def undistort_normalised_rows(xy: np.ndarray, camera: CameraModel) -> np.ndarray:
+    """`undistort_normalised` on (2, N) rows (x, y): returns (2, N) C-contiguous rows (u, v)."""
     if not camera.has_distortion:
         K = camera.K
-        out = np.empty((len(points_px), 2))
-        out[:, 1] = (points_px[:, 1] - K[1, 2]) / K[1, 1]
-        out[:, 0] = (points_px[:, 0] - K[0, 2] - K[0, 1] * out[:, 1]) / K[0, 0]
+        out = np.empty((2, xy.shape[1]))
+        out[1] = (xy[1] - K[1, 2]) / K[1, 1]
+        out[0] = (xy[0] - K[0, 2] - K[0, 1] * out[1]) / K[0, 0]
         return out
+    src = np.ascontiguousarray(xy.T, dtype=np.float64).reshape(-1, 1, 2)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-10)
     if camera.distortion_model == "equidistant":
         out = cv2.fisheye.undistortPoints(src, camera.K, camera.D.reshape(4, 1), criteria=criteria)
@@ -352,7 +363,7 @@ def undistort_normalised(points_px: np.ndarray, camera: CameraModel) -> np.ndarr
         # cv2.undistortPoints with a criteria iterates to convergence (the default stops after 5 steps,
         # too few for strong barrel distortion at the image edge)
         out = cv2.undistortPoints(src, camera.K, camera.D, R=None, P=None, criteria=criteria)
-    return out.reshape(-1, 2)
+    return np.ascontiguousarray(out.reshape(-1, 2).T)
 
 
 class HeadPoseSolver:
@@ -395,23 +406,24 @@ class HeadPoseSolver:
             raise InputError(f"camera must be a CameraModel, got {type(camera).__name__}")
         points = check_landmarks(landmarks_px)
         n = points.shape[0]
-        xs, ys = points[:MESH_POINTS, 0], points[:MESH_POINTS, 1]
-        if max(xs.max() - xs.min(), ys.max() - ys.min()) < MIN_FACE_EXTENT_PX:
+        rows = points.T.copy()      # x, y (and z) as contiguous rows: reductions along columns are slow
+        mesh_xy = rows[:2, :MESH_POINTS]
+        if (mesh_xy.max(axis=1) - mesh_xy.min(axis=1)).max() < MIN_FACE_EXTENT_PX:
             raise InputError(f"landmarks span less than {MIN_FACE_EXTENT_PX} pixels: no face to fit")
-        uv = undistort_normalised(points[:, :2], camera)
-        if not np.all(np.isfinite(uv)):
+        uv = undistort_normalised_rows(rows[:2], camera)    # (2, n)
+        if not all_finite(uv):
             raise InputError("landmarks cannot be undistorted with this camera model (outside its valid range)")
         R, t = None, None
         if previous is not None and previous.t_cam_face is not None and previous.R_cam_face is not None:
             scale = previous.depth_scale if previous.depth_scale > 0 else 1.0
             t_prev = np.asarray(previous.t_cam_face, dtype=np.float64) / scale
-            if np.all(np.isfinite(t_prev)) and t_prev[2] > 0:
+            if all_finite(t_prev) and t_prev[2] > 0:
                 R, t = np.asarray(previous.R_cam_face, dtype=np.float64), t_prev
         if R is None:
-            R, t = self._initial_pose(uv[:MESH_POINTS])
-        z_px = points[:MESH_POINTS, 2] if points.shape[1] == 3 else None
-        R, t, residual_sq, visible = self._refine(uv[:MESH_POINTS], R, t, camera.K, z_px)
-        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(R))):
+            R, t = self._initial_pose(np.ascontiguousarray(uv[:, :MESH_POINTS].T))
+        z_px = rows[2, :MESH_POINTS] if len(rows) == 3 else None
+        R, t, residual_sq, visible = self._refine(uv[:, :MESH_POINTS], R, t, camera.K, z_px)
+        if not (all_finite(t) and all_finite(R)):
             raise InputError("head pose fit failed (non-finite result)")
 
         count = int(np.count_nonzero(visible))
@@ -425,12 +437,14 @@ class HeadPoseSolver:
 
         scale, measured = 1.0, math.nan
         if n == MESH_WITH_IRIS_POINTS:
-            measured = self.iris_depth_scale(uv, R, t, camera)
+            measured = self.iris_depth_scale(uv.T, R, t, camera)
             if self.config.iris_scale and math.isfinite(measured):
                 scale = min(max(measured, DEPTH_SCALE_RANGE[0]), DEPTH_SCALE_RANGE[1])
 
         t_scaled = t * scale
-        vertices = (self.face.vertices_face[:n] * scale) @ R.T + t_scaled
+        pose = np.empty((3, 4))     # scale R X + scale t, one call for all vertices
+        pose[:, :3], pose[:, 3] = R * scale, t_scaled
+        vertices = cv2.transform(self.face.vertices_face[:n].reshape(n, 1, 3), pose).reshape(n, 3)
         return HeadPose(R_cam_face=R, t_cam_face=t_scaled, vertices_cam=vertices, fit_rmse_px=rmse,
                         confidence=float(confidence), depth_scale=scale, iris_depth_scale=measured)
 
@@ -451,40 +465,31 @@ class HeadPoseSolver:
         """
         if uv.shape[0] < MESH_WITH_IRIS_POINTS:
             return float("nan")
-        to_camera = -t / np.linalg.norm(t)
-        if float(R[:, 0] @ to_camera) < math.cos(math.radians(MAX_IRIS_TURN_DEG)):
+        t = np.asarray(t, dtype=np.float64)
+        tx, ty, tz = t.tolist()
+        (r0, _, _), (r1, _, _), (r2, _, _) = np.asarray(R, dtype=np.float64).tolist()   # the face's x axis
+        if -(r0 * tx + r1 * ty + r2 * tz) / math.sqrt(tx * tx + ty * ty + tz * tz) \
+                < math.cos(math.radians(MAX_IRIS_TURN_DEG)):
             return float("nan")
         focal = math.sqrt(camera.K[0, 0] * camera.K[1, 1])
+        eyes = [uv[first:first + 5].tolist() for first in (RIGHT_IRIS, LEFT_IRIS)]
         # Early exit, never changing the result: lengths on the normalised image plane are >= those on the
         # virtual camera's plane below (scale 1/cos, 1/cos^2 off-axis), and an ellipse's major semi-axis is
         # <= sqrt(|u|^2 + |v|^2) of any conjugate pair; so a bound below the limit here is below it there too.
-        contour = uv[[RIGHT_IRIS + 1, RIGHT_IRIS + 2, RIGHT_IRIS + 3, RIGHT_IRIS + 4,
-                      LEFT_IRIS + 1, LEFT_IRIS + 2, LEFT_IRIS + 3, LEFT_IRIS + 4]].reshape(2, 4, 2)
-        half_diameters = (contour[:, :2] - contour[:, 2:]) / 2.0           # (eye, u/v, xy)
-        if np.any(2.0 * np.sqrt(np.sum(half_diameters ** 2, axis=(1, 2))) * focal < MIN_IRIS_DIAMETER_PX):
+        for _, (x1, y1), (x2, y2), (x3, y3), (x4, y4) in eyes:
+            bound_sq = ((x1 - x3) / 2.0) ** 2 + ((y1 - y3) / 2.0) ** 2 + ((x2 - x4) / 2.0) ** 2 \
+                + ((y2 - y4) / 2.0) ** 2
+            if 2.0 * math.sqrt(bound_sq) * focal < MIN_IRIS_DIAMETER_PX:
+                return float("nan")
+        semi = [iris_semi_axis(points) for points in eyes]
+        if 2.0 * min(semi) * focal < MIN_IRIS_DIAMETER_PX:
             return float("nan")
-        rays = np.ones((2, 5, 3))
-        rays[0, :, :2] = uv[RIGHT_IRIS:RIGHT_IRIS + 5]
-        rays[1, :, :2] = uv[LEFT_IRIS:LEFT_IRIS + 5]
-        rays /= np.linalg.norm(rays, axis=2, keepdims=True)
-        centre = rays[:, :1]                                    # (2, 1, 3)
-        # gnomonic projection onto the plane through the centre ray's tip, perpendicular to it: the image
-        # plane of a virtual camera looking straight at the iris (unit focal length)
-        tangent = rays / np.sum(rays * centre, axis=2, keepdims=True) - centre
-        u = (tangent[:, 1] - tangent[:, 3]) / 2.0               # (2, 3) conjugate semi-diameters
-        v = (tangent[:, 2] - tangent[:, 4]) / 2.0
-        uu, vv = np.sum(u * u, axis=1), np.sum(v * v, axis=1)
-        cross = np.linalg.norm(np.cross(u, v), axis=1)          # u, v lie in one plane: |u x v| = area
-        total = uu + vv
-        semi = np.sqrt((total + np.sqrt(np.maximum(total * total - 4.0 * cross * cross, 0.0))) / 2.0)
-        if np.any(2.0 * semi * focal < MIN_IRIS_DIAMETER_PX):
-            return float("nan")
-        measured_range = self.config.iris_diameter_m / (2.0 * semi)
-        centres = self.face.vertices_face[[RIGHT_IRIS, LEFT_IRIS]] @ R.T + t
-        scales = measured_range / np.linalg.norm(centres, axis=1)
+        centres = (self.face.vertices_face[[RIGHT_IRIS, LEFT_IRIS]] @ R.T + t).tolist()
+        scales = [self.config.iris_diameter_m / (2.0 * a) / math.sqrt(x * x + y * y + z * z)
+                  for a, (x, y, z) in zip(semi, centres)]
         if abs(scales[0] - scales[1]) > MAX_IRIS_DISAGREEMENT * (scales[0] + scales[1]) / 2.0:
             return float("nan")
-        return float(np.mean(scales))
+        return (scales[0] + scales[1]) / 2.0
 
     # -- internals -----------------------------------------------------------------------------------------
 
@@ -502,7 +507,7 @@ class HeadPoseSolver:
 
     def _refine(self, uv: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
                 z_px: np.ndarray | None = None):
-        """Weighted, robust Gauss-Newton on the reprojection error in normalised coordinates `uv` (m, 2), plus
+        """Weighted, robust Gauss-Newton on the reprojection error in normalised coordinates `uv` (2, m), plus
         (when `z_px` is given) MediaPipe's relative depth: z_px / fx should equal (R X)_z / t_z up to an offset.
 
         Parameters: a left rotation increment w (3), t (3) and, with z, the depth offset (1). Weight per
@@ -516,7 +521,7 @@ class HeadPoseSolver:
         use_z = z_px is not None and DEPTH_WEIGHT > 0
         rows = 3 if use_z else 2            # residual rows: u, v (normalised) and, with z, the depth
         observed = np.empty((rows, m))
-        observed[:2] = uv.T
+        observed[:2] = uv
         pixel = np.array([fx * fx, fy * fy, DEPTH_WEIGHT * fx * fx][:rows])  # normalised -> pixels, squared
         R = np.array(R, dtype=np.float64)
         t = np.array(t, dtype=np.float64).reshape(3)
@@ -598,6 +603,29 @@ class HeadPoseSolver:
             cos -= VISIBLE_COS_LO
         cos *= 1.0 / (VISIBLE_COS_HI - VISIBLE_COS_LO)
         return np.maximum(cos, 0.0, out=cos)
+
+
+def iris_semi_axis(points: list) -> float:
+    """Major semi-axis of an iris outline over its distance, whatever the gaze or head turn: from its 5
+    undistorted normalised points [(u, v), ...] (centre, then 4 contour points), turned into a virtual
+    camera looking straight at the centre (unit focal length), where the two measured diameters are
+    conjugate diameters of the outline's ellipse."""
+    rays = []
+    for u, v in points:
+        norm = math.sqrt(u * u + v * v + 1.0)
+        rays.append((u / norm, v / norm, 1.0 / norm))
+    cx, cy, cz = rays[0]
+    # gnomonic projection onto the plane through the centre ray's tip, perpendicular to it: the image
+    # plane of the virtual camera
+    tangent = []
+    for x, y, z in rays[1:]:
+        d = x * cx + y * cy + z * cz
+        tangent.append((x / d - cx, y / d - cy, z / d - cz))
+    (ax, ay, az), (bx, by, bz) = ([(p - q) / 2.0 for p, q in zip(tangent[k], tangent[k + 2])] for k in (0, 1))
+    total = ax * ax + ay * ay + az * az + bx * bx + by * by + bz * bz
+    # a, b lie in one plane: |a x b| is the area of their parallelogram
+    cross_sq = (ay * bz - az * by) ** 2 + (az * bx - ax * bz) ** 2 + (ax * by - ay * bx) ** 2
+    return math.sqrt((total + math.sqrt(max(total * total - 4.0 * cross_sq, 0.0))) / 2.0)
 
 
 def orthonormalised(R: np.ndarray) -> np.ndarray:
