@@ -12,6 +12,7 @@ import pytest
 from face3d_ros.core.config import SmoothingConfig, TrackingConfig
 from face3d_ros.core.smoothing import (FaceSmoother, OneEuroFilter, RotationOneEuroFilter, matrix_from_quat,
                                        quat_from_matrix, quat_multiply, smoothing_factor)
+from face3d_ros.core.roi import box_pair_iou
 from face3d_ros.core.tracking import (COASTING, TENTATIVE, TRACKED, FaceTracker, box_iou,
                                       track_id_from_index)
 from face3d_ros.core.types import Face, Roi
@@ -447,6 +448,20 @@ def test_random_scenes_never_crash_reuse_ids_or_make_nan():
         for face in out:
             assert ID_PATTERN.match(face.track_id)
             assert all(np.isfinite(a).all() for a in (face.landmarks_px, face.R_cam_face, face.vertices_cam))
+
+
+def test_box_iou_of_one_pair_matches_the_general_path():
+    # One pair (the tracker's usual case) is computed on floats; the general path must agree to the bit.
+    rng = np.random.default_rng(12)
+    boxes = rng.uniform(-50.0, 150.0, (2000, 2, 4))
+    boxes[::3, :, 2:] = boxes[::3, :, :2] + rng.uniform(0.0, 80.0, (len(boxes[::3]), 2, 2))  # proper boxes
+    boxes[::7, 1, 2] = boxes[::7, 1, 0]          # zero width
+    boxes[::11] = np.round(boxes[::11] / 10.0)   # touching and identical edges
+    boxes[5, 0, 1] = np.nan
+    for a, b in boxes:
+        general = box_iou(np.stack([a, a]), b[None])[:1]
+        np.testing.assert_array_equal(box_iou(a[None], b[None]), general)
+        np.testing.assert_array_equal(box_pair_iou(a, b), general[0, 0])
 
 
 def test_fast_face_copy_matches_dataclasses_replace():

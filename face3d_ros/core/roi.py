@@ -6,6 +6,8 @@ Pixel coordinates follow OpenCV and CameraInfo: integer values at pixel centres.
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -91,10 +93,35 @@ def roi_iou(a: Roi, b: Roi) -> float:
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in `a` (N, 4) with every box in `b` (M, 4), boxes as x0, y0, x1, y1 -> (N, M)."""
+    if len(a) == 1 and len(b) == 1:
+        iou = _finite_pair_iou(np.asarray(a, dtype=np.float64)[0].tolist(),
+                               np.asarray(b, dtype=np.float64)[0].tolist())
+        if iou is not None:
+            return np.array([[iou]])
     w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
+
+
+def box_pair_iou(a, b) -> float:
+    """IoU of two boxes (x0, y0, x1, y1): box_iou of one pair, as a float."""
+    a, b = np.asarray(a, dtype=np.float64).tolist(), np.asarray(b, dtype=np.float64).tolist()
+    iou = _finite_pair_iou(a, b)
+    return iou if iou is not None else float(box_iou(np.array([a]), np.array([b]))[0, 0])
+
+
+def _finite_pair_iou(a: list, b: list) -> float | None:
+    """box_iou of one pair by the same operations on floats, ~10x faster than its ~15 numpy calls (the
+    tracker's usual case: one face); None for non-finite coordinates, where Python's min and max do not
+    propagate NaN as numpy's do."""
+    ax0, ay0, ax1, ay1 = a
+    bx0, by0, bx1, by1 = b
+    if not math.isfinite(ax0 + ay0 + ax1 + ay1 + bx0 + by0 + bx1 + by1):
+        return None
+    inter = max(min(ax1, bx1) - max(ax0, bx0), 0.0) * max(min(ay1, by1) - max(ay0, by0), 0.0)
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0.0 else 0.0
