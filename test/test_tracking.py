@@ -291,6 +291,18 @@ def test_one_euro_equal_stamp_returns_previous_and_backwards_stamp_resets():
     np.testing.assert_allclose(r(R_new, stamp(0)), R_new, atol=1e-12)
 
 
+def test_one_euro_float_path_matches_the_array_path_to_the_bit():
+    # A handful of values (a translation) is filtered on floats, more on arrays: the same operations.
+    rng = np.random.default_rng(11)
+    samples = np.cumsum(rng.normal(0.0, 0.02, (60, 3)), axis=0) + rng.normal(0.0, 0.003, (60, 3))
+    small, large = OneEuroFilter(min_cutoff=0.3, beta=4.0), OneEuroFilter(min_cutoff=0.3, beta=4.0)
+    padded = np.zeros((60, 100))     # more values than the float path takes; the first three are the sample
+    padded[:, :3] = samples
+    for i, x in enumerate(samples):
+        t_ns = stamp(i) + int(rng.integers(-3_000_000, 3_000_000))   # jittered stamps
+        np.testing.assert_array_equal(small(x, t_ns, scale=0.16), large(padded[i], t_ns, scale=0.16)[:3])
+
+
 def test_new_track_filters_start_from_the_raw_input():
     tracker = new_tracker(min_hits=1)
     rng = np.random.default_rng(7)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from .config import SmoothingConfig
@@ -27,6 +28,7 @@ from .types import Face
 # About a face's size in metres (canonical face: 15.5 cm wide, 17.7 cm tall): the unit of translation speed.
 FACE_SIZE_M = 0.16
 NS_PER_S = 1e9
+SMALL_SIZE = 8      # OneEuroFilter on this many values or fewer works on floats (see _update_floats)
 
 
 def smoothing_factor(dt_s: float, cutoff_hz):
@@ -73,14 +75,45 @@ class OneEuroFilter(_OneEuroGains):
         if stamp_ns == self._stamp_ns:
             return self._value
         dt = (stamp_ns - self._stamp_ns) / NS_PER_S
-        step = x - self._value
         a_d = smoothing_factor(dt, self.d_cutoff)
-        self._speed = self._speed * (1.0 - a_d) + step * (a_d / dt)  # low-passed derivative
-        # smoothing_factor(dt, min_cutoff + beta |speed| / scale), in as few passes over the array as possible
         k = 2.0 * math.pi * dt
-        r = np.abs(self._speed) * (k * self.beta / scale) + k * self.min_cutoff
-        self._store(self._value + step * (r / (r + 1.0)), stamp_ns)
+        # speed (1 - a_d) + step a_d / dt: the low-passed derivative; r / (r + 1) with r = k beta |speed| /
+        # scale + k min_cutoff: smoothing_factor(dt, min_cutoff + beta |speed| / scale)
+        keep, rate, gain, base = 1.0 - a_d, a_d / dt, k * self.beta / scale, k * self.min_cutoff
+        if x.size <= SMALL_SIZE:
+            value = self._update_floats(x, keep, rate, gain, base)
+        else:
+            value = self._update_array(x, keep, rate, gain, base)
+        self._store(value, stamp_ns)
         return self._value
+
+    def _update_array(self, x: np.ndarray, keep: float, rate: float, gain: float, base: float) -> np.ndarray:
+        """The new value, in as few passes over the array (and new arrays) as possible."""
+        step = x - self._value
+        speed = self._speed     # private: updated in place
+        speed *= keep
+        speed += step * rate
+        r = np.abs(speed)
+        r *= gain
+        r += base
+        alpha = r + 1.0
+        np.divide(r, alpha, out=alpha)
+        step *= alpha
+        step += self._value
+        return step
+
+    def _update_floats(self, x: np.ndarray, keep: float, rate: float, gain: float, base: float) -> np.ndarray:
+        """_update_array's operations on floats, value by value (the same results to the bit): for a handful
+        of values (a translation) numpy's per-call cost is most of the time."""
+        value, speed = [], []
+        for xi, vi, si in zip(x.ravel().tolist(), self._value.ravel().tolist(), self._speed.ravel().tolist()):
+            step = xi - vi
+            si = si * keep + step * rate
+            r = abs(si) * gain + base
+            value.append(step * (r / (r + 1.0)) + vi)
+            speed.append(si)
+        self._speed = np.array(speed).reshape(x.shape)
+        return np.array(value).reshape(x.shape)
 
     def _start(self, x: np.ndarray, stamp_ns: int) -> np.ndarray:
         self._speed = np.zeros_like(x)
@@ -210,10 +243,12 @@ def face_size_px(bbox) -> float:
 
 def repose(vertices, R, t, R_new, t_new) -> np.ndarray:
     """Move points rigidly from pose (R, t) to pose (R_new, t_new): R_new R^T (v - t) + t_new (a new array)."""
-    M_T = np.asarray(R) @ np.asarray(R_new).T   # (R_new R^T)^T, contiguous: the product below is faster
-    moved = vertices @ M_T
-    moved += t_new - t @ M_T
-    return moved.astype(np.asarray(vertices).dtype, copy=False)
+    points = np.asarray(vertices)
+    M = np.empty((3, 4))      # [R_new R^T | t_new - R_new R^T t]: one cv2.transform call for all points
+    M[:, :3] = np.asarray(R_new, dtype=np.float64) @ np.asarray(R, dtype=np.float64).T
+    M[:, 3] = t_new - M[:, :3] @ np.asarray(t, dtype=np.float64)
+    moved = cv2.transform(np.asarray(points, dtype=np.float64).reshape(-1, 1, 3), M).reshape(points.shape)
+    return moved.astype(points.dtype, copy=False)
 
 
 def with_fields(face: Face, **changes) -> Face:
