@@ -487,3 +487,28 @@ def test_real_landmarks_head_pose_against_aflw2000():
     assert len(errors) >= 14
     mae = np.mean(errors, axis=0)
     assert mae.mean() < 7.0, mae                        # 4.6 deg when written (yaw 5.6, pitch 5.5, roll 2.8)
+
+
+def test_tracking_tolerance_stays_within_0_01_deg_and_0_1_mm_on_real_landmarks():
+    """Started from a previous image's pose, the fit stops at the looser GN_WARM_TOLERANCE_*: the pose must
+    stay within 0.01 deg and 0.1 mm of the fit run to GN_TOLERANCE from the same start."""
+    solver = G.HeadPoseSolver(PoseConfig())
+    rng = np.random.default_rng(21)
+    compared = 0
+    for image, found, _ in _aflw_landmarks():
+        h, w = image.shape[:2]
+        cam = CameraModel.default_for(w, h)
+        pose = solver.solve(found.landmarks_px, cam, found.landmark_score)
+        uv = G.undistort_normalised_rows(found.landmarks_px[:, :2].T, cam)[:, :G.MESH_POINTS]
+        z_px = found.landmarks_px[:G.MESH_POINTS, 2]
+        for turn_deg, move_m in ((0.5, 0.003), (2.0, 0.01), (5.0, 0.04)):   # head motion between two images
+            axis = rng.normal(size=3)
+            R0 = cv2.Rodrigues(axis / np.linalg.norm(axis) * math.radians(turn_deg))[0] @ pose.R_cam_face
+            t0 = pose.t_cam_face / pose.depth_scale + move_m * rng.normal(size=3) / math.sqrt(3)
+            full = solver._refine(uv, R0, t0, cam.K, z_px, warm=False)
+            early = solver._refine(uv, R0, t0, cam.K, z_px, warm=True)
+            assert angle_deg(full[0], early[0]) < 0.01
+            assert np.linalg.norm(full[1] - early[1]) < 1e-4
+            compared += 1
+    assert compared >= 42
+

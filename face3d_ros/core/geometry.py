@@ -60,8 +60,14 @@ VISIBLE_COS_HI = 0.35        # ... and where it reaches full weight
 HUBER_K = 2.0                # Huber threshold, in units of the robust residual scale
 GN_ITERATIONS = 3            # Gauss-Newton steps at most (the third moves real fits by ~0.03 deg)
 DEPTH_WEIGHT = 1.0           # weight of MediaPipe's relative depth (z) residual against the 2D one
-GN_TOLERANCE = 1e-4          # stop when the update (rad, and m relative to depth) is below this;
-                             # convergence is quadratic, so the error left is ~1e-8
+GN_TOLERANCE = 1e-4          # stop when the update (rad, and m relative to depth) is below this
+# Tracking (started from the previous image's pose): stop when the update's rotation is below
+# GN_WARM_TOLERANCE_RAD and its translation below GN_WARM_TOLERANCE_M. The robust weights move with the pose,
+# so convergence is linear: on real tracked frames the next step was at most 1/3 of such an update (median
+# 1/20), which keeps the pose within 0.01 deg and 0.1 mm of GN_TOLERANCE's answer (measured on 2700 tracked
+# real frames: 0.002 deg and 0.05 mm at most) for ~0.45 fewer steps per image (of ~2.9).
+GN_WARM_TOLERANCE_RAD = 5e-4
+GN_WARM_TOLERANCE_M = 3e-4
 
 # --- iris scale ---
 # On the AFLW2000-3D development images, irises under ~12 px or faces pitched beyond ~30 deg gave iris outlines
@@ -419,10 +425,11 @@ class HeadPoseSolver:
             t_prev = np.asarray(previous.t_cam_face, dtype=np.float64) / scale
             if all_finite(t_prev) and t_prev[2] > 0:
                 R, t = np.asarray(previous.R_cam_face, dtype=np.float64), t_prev
-        if R is None:
+        warm = R is not None
+        if not warm:
             R, t = self._initial_pose(np.ascontiguousarray(uv[:, :MESH_POINTS].T))
         z_px = rows[2, :MESH_POINTS] if len(rows) == 3 else None
-        R, t, residual_sq, visible = self._refine(uv[:, :MESH_POINTS], R, t, camera.K, z_px)
+        R, t, residual_sq, visible = self._refine(uv[:, :MESH_POINTS], R, t, camera.K, z_px, warm)
         if not (all_finite(t) and all_finite(R)):
             raise InputError("head pose fit failed (non-finite result)")
 
@@ -506,7 +513,7 @@ class HeadPoseSolver:
         raise InputError("no head pose fits these landmarks (degenerate: the points do not span a face)")
 
     def _refine(self, uv: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray,
-                z_px: np.ndarray | None = None):
+                z_px: np.ndarray | None = None, warm: bool = False):
         """Weighted, robust Gauss-Newton on the reprojection error in normalised coordinates `uv` (2, m), plus
         (when `z_px` is given) MediaPipe's relative depth: z_px / fx should equal (R X)_z / t_z up to an offset.
 
@@ -563,7 +570,9 @@ class HeadPoseSolver:
             if not t[2] > 0:
                 raise InputError("head pose fit diverged (face behind the camera)")
             wx, wy, wz, dx, dy, dz = step[:6].tolist()
-            if max(abs(wx), abs(wy), abs(wz), max(abs(dx), abs(dy), abs(dz)) / t[2]) < GN_TOLERANCE:
+            turn, move = max(abs(wx), abs(wy), abs(wz)), max(abs(dx), abs(dy), abs(dz))
+            if (turn < GN_WARM_TOLERANCE_RAD and move < GN_WARM_TOLERANCE_M) if warm \
+                    else max(turn, move / t[2]) < GN_TOLERANCE:
                 break
         # the final residuals and visibility, at the final pose
         self._project(R, t, basis, jacobian=False)
