@@ -7,8 +7,11 @@ CORE part (this process): per stage of FacePipeline.process, plus what the ROS n
 in-process with the real message classes: "convert" = conversions.image_to_bgr of a bgr8 Image, "jpeg" =
 conversions.compressed_to_bgr of a JPEG (quality 90; a sample of the frames), "msg" = messages.face_pose_array +
 messages.transforms, "markers" = messages.marker_array, "publish" = publishing the FacePoseArray (mean ms per
-frame). Every scene runs with 478 points (landmarks.refine_iris, the default) and 468 (refine_iris=False, the
-like-for-like comparison with MediaPipe's refine_landmarks=False). "RSS over N frames": the peak RSS after each
+frame). Every scene runs with 478 points (landmarks.refine_iris with iris_model=attention, the defaults: MediaPipe's
+face_landmark_with_attention, the same model as MediaPipe's refine_landmarks=True) and 468 (refine_iris=False:
+face_landmark, the like-for-like comparison with MediaPipe's refine_landmarks=False). The "iris" column is
+the iris_landmark model's stage, 0 with the defaults; `--iris-model iris_landmark` runs the 478-point rows
+with face_landmark + iris_landmark instead. "RSS over N frames": the peak RSS after each
 tenth of N frames of the 1-face 640x480 tracking scene (flat = no leak).
 ROS part (benchmarks/e2e_latency.py, other processes): end-to-end latency image stamp -> FacePoseArray received
 by another process, against the bare DDS transport of the same image; throughput with a 100 Hz camera; node CPU
@@ -133,11 +136,12 @@ def tiled_frames(n_faces: int, size: tuple[int, int], n_frames: int, fps: float 
 
 
 def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmup: int, threads: int,
-              iris: bool = True, ros: RosStages | None = None) -> dict:
+              iris: bool = True, ros: RosStages | None = None, iris_model: str = "attention") -> dict:
     # detect-every-frame: one detection and one landmark pass per face, like MediaPipe's static mode (the
     # single-image accuracy extras, second_pass and mirror_average, would triple the landmark work)
     config = PipelineConfig().updated({"tracking.enabled": tracking, "backend.threads": threads,
                                        "backend.backend": "cpu", "landmarks.refine_iris": iris,
+                                       "landmarks.iris_model": iris_model,
                                        "landmarks.second_pass": False, "landmarks.mirror_average": False,
                                        # as the reference's max_num_faces: with that many tracked, no detector
                                        "detector.max_faces": n_faces})
@@ -287,6 +291,8 @@ def main(argv=None) -> int:
     part = parser.add_mutually_exclusive_group()
     part.add_argument("--core-only", action="store_true", help="skip the ROS part (node processes over DDS)")
     part.add_argument("--ros-only", action="store_true", help="only the ROS part")
+    parser.add_argument("--iris-model", default="attention", choices=("attention", "iris_landmark"),
+                        help="landmarks.iris_model of the 478-point rows (default %(default)s)")
     parser.add_argument("--no-468", dest="rows_468", action="store_false",
                         help="skip the refine_iris=False (468-point) rows")
     parser.add_argument("--rss-frames", type=int, default=None,
@@ -341,7 +347,8 @@ def core_part(args, scenes) -> dict:
         reference_info = (ref or {}).get("mediapipe", reference_info)
         for iris in ((True, False) if args.rows_468 else (True,)):
             for tracking in (True, False):
-                r = run_scene(n_faces, size_name, tracking, args.frames, args.warmup, args.threads, iris, ros)
+                r = run_scene(n_faces, size_name, tracking, args.frames, args.warmup, args.threads, iris, ros,
+                              args.iris_model)
                 results.append(r)
                 r["reference"], ref_cols = compare(r, ref) if ref else ({"skipped": skipped}, "")
                 print(f"{r['faces']:>5} {r['size']:>9} {r['mode']:>19} {r['points']:>3} {r['median_ms']:7.2f} "
