@@ -519,6 +519,7 @@ class HeadPoseSolver:
 
         Parameters: a left rotation increment w (3), t (3) and, with z, the depth offset (1). Weight per
         point = rigidity (Procrustes basis) x facing the camera x Huber (on the point's whole residual).
+        `warm`: R, t are the previous image's pose (tracking), so the looser GN_WARM_TOLERANCE_* stop applies.
         Returns R, t, the squared pixel reprojection residual per point and the mask of points facing the
         camera. Arrays are laid out (row, point) so that every operation runs on contiguous rows; this runs
         once per face and image, so it is written to make few numpy calls (see `_normal_equations`).
