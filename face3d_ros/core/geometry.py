@@ -328,8 +328,9 @@ class HeadPose:
     iris_depth_scale: float = float("nan")   # the iris measurement before clamping (nan = none)
 
 
-def check_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
-    """The landmarks as a float64 (N, 2 or 3) array, N = 468 or 478; InputError says what is wrong."""
+def landmark_rows(landmarks_px: np.ndarray) -> np.ndarray:
+    """The landmarks as a contiguous float64 copy laid out in rows (2 or 3, N): x, y (and z), N = 468 or 478
+    (numpy reduces and combines contiguous rows fast, (N, 3) columns slowly); InputError says what is wrong."""
     try:
         points = np.asarray(landmarks_px, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -337,15 +338,18 @@ def check_landmarks(landmarks_px: np.ndarray) -> np.ndarray:
     if points.ndim != 2 or points.shape[0] not in (MESH_POINTS, MESH_WITH_IRIS_POINTS) \
             or points.shape[1] not in (2, 3):
         raise InputError(f"landmarks must have shape (468, 3) or (478, 3), got {points.shape}")
-    if not all_finite(points[:, :2]):
-        raise InputError(f"landmarks contain NaN or inf ({int(np.sum(~np.isfinite(points[:, :2])))} values)")
-    return points
+    rows = points.T.copy()
+    if not all_finite(rows[:2]):
+        raise InputError(f"landmarks contain NaN or inf ({int(np.sum(~np.isfinite(rows[:2])))} values)")
+    return rows
 
 
 def all_finite(a: np.ndarray) -> bool:
     """np.all(np.isfinite(a)), faster: a sum is finite only if every element is (a NaN or inf makes it
-    NaN or inf); only a sum that overflowed needs the element-wise test."""
-    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.all(np.isfinite(a)))
+    NaN or inf); only a sum that overflowed needs the element-wise test. A pose's few values are summed
+    as floats (numpy's per-call cost would be most of the time)."""
+    total = sum(a.ravel().tolist()) if a.size <= 16 else np.add.reduce(a, axis=None)
+    return math.isfinite(total) or bool(np.all(np.isfinite(a)))
 
 
 def undistort_normalised(points_px: np.ndarray, camera: CameraModel) -> np.ndarray:
@@ -410,9 +414,8 @@ class HeadPoseSolver:
         """
         if not isinstance(camera, CameraModel):
             raise InputError(f"camera must be a CameraModel, got {type(camera).__name__}")
-        points = check_landmarks(landmarks_px)
-        n = points.shape[0]
-        rows = points.T.copy()      # x, y (and z) as contiguous rows: reductions along columns are slow
+        rows = landmark_rows(landmarks_px)      # (2 or 3, n): x, y (and z)
+        n = rows.shape[1]
         mesh_xy = rows[:2, :MESH_POINTS]
         if (mesh_xy.max(axis=1) - mesh_xy.min(axis=1)).max() < MIN_FACE_EXTENT_PX:
             raise InputError(f"landmarks span less than {MIN_FACE_EXTENT_PX} pixels: no face to fit")
