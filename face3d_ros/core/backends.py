@@ -63,6 +63,10 @@ def session_options(config: BackendConfig) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     # Idle worker threads busy-wait by default; on a robot's shared CPU that burns cores between frames.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if config.flush_denormals:
+        # Denormal activations (tiny values the attention model produces on real faces) take a slow path in
+        # the FPU; as zero they change no output here and the model runs ~1.4x faster.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.log_severity_level = 3
     return options
 

@@ -29,6 +29,9 @@ class BackendConfig:
     device_id: int = spec(0, "GPU index for cuda/tensorrt", lo=0, hi=63)
     threads: int = spec(1, "CPU threads per model (intra-op; these small models run fastest on 1); 0 lets "
                         "onnxruntime decide", lo=0, hi=256)
+    flush_denormals: bool = spec(True, "CPU: treat denormal floats as zero inside onnxruntime (the attention model "
+                                 "meets many on real images: 4.4 -> 3.2 ms, outputs bit-identical). onnxruntime sets "
+                                 "this on the thread that creates the pipeline, for its numpy too")
     fp16: bool = spec(True, "TensorRT: allow fp16 kernels")
     engine_cache_dir: str = spec("~/.cache/face3d_ros/trt_engines", "TensorRT engine cache directory")
     models_dir: str = spec("", "Folder with the ONNX models and canonical geometry; empty = the installed ones")
