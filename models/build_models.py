@@ -517,25 +517,47 @@ def _transform_tensor_bilinear(b: _Subgraph, features_nchw: str, in_size: tuple[
                                out: str, attrs: dict) -> None:
     """MediaPipe's TransformTensorBilinear v2: sample the (N, C, H, W) feature map at matrix (x + 0.5,
     y + 0.5) - 0.5 for each output pixel (x, y), bilinearly, zero where that point lies outside
-    [0, W-1] x [0, H-1]; output NHWC like the TFLite op. GridSample with align_corners=1 maps -1..1 to
-    pixel 0..W-1, so it reads the same four neighbours with the same weights."""
+    [0, W-1] x [0, H-1]; output NHWC like the TFLite op. The four neighbours are gathered from the
+    flattened map (their indices clamped into it: a clamped one has weight 0, or the point is outside and
+    masked), which onnxruntime runs ~5x faster than GridSample for these 16x16 samples."""
     import numpy as np
     from onnx import TensorProto
     height, width = int(attrs["output_height"]), int(attrs["output_width"])
     in_h, in_w = in_size
+    points = height * width
     gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
-    centres = np.stack([gx + 0.5, gy + 0.5], -1).reshape(1, height * width, 2)
+    centres = np.stack([gx + 0.5, gy + 0.5], -1).reshape(1, points, 2)
     linear_t, shift = _affine_parts(b, matrix)
     coords = b.op("Sub", [b.op("Add", [b.op("MatMul", [b.const(centres), linear_t]), shift]), b.const(0.5)])
     limit = np.array([in_w - 1, in_h - 1], np.float32)
     inside = b.op("And", [b.op("GreaterOrEqual", [coords, b.const(0.0)]),
                           b.op("LessOrEqual", [coords, b.const(limit)])])
-    inside = b.op("ReduceMin", [b.op("Cast", [inside], to=TensorProto.FLOAT)], axes=[2], keepdims=0)
-    normalised = b.op("Sub", [b.op("Mul", [coords, b.const(2.0 / limit)]), b.const(1.0)])
-    grid = b.op("Reshape", [normalised, b.const([-1, height, width, 2], np.int64)])
-    sampled = b.op("GridSample", [features_nchw, grid], mode="bilinear", padding_mode="zeros", align_corners=1)
-    mask = b.op("Reshape", [inside, b.const([-1, 1, height, width], np.int64)])
-    b.op("Transpose", [b.op("Mul", [sampled, mask])], out=out, perm=[0, 2, 3, 1])
+    inside = b.op("ReduceMin", [b.op("Cast", [inside], to=TensorProto.FLOAT)], axes=[2], keepdims=0)   # (N, P)
+    low = b.op("Floor", [coords])
+    frac = b.op("Sub", [coords, low])                                                  # (N, P, 2)
+    low_i = b.op("Min", [b.op("Max", [low, b.const(0.0)]), b.const(limit)])          # clamped into the map
+    high_i = b.op("Min", [b.op("Max", [b.op("Add", [low, b.const(1.0)]), b.const(0.0)]), b.const(limit)])
+    x0, y0 = b.last(low_i, 0), b.last(low_i, 1)
+    x1, y1 = b.last(high_i, 0), b.last(high_i, 1)
+    fx, fy = b.last(frac, 0), b.last(frac, 1)
+    gx_, gy_ = b.op("Sub", [b.const(1.0), fx]), b.op("Sub", [b.const(1.0), fy])
+    row0, row1 = b.op("Mul", [y0, b.const(float(in_w))]), b.op("Mul", [y1, b.const(float(in_w))])
+    corners = [(row0, x0, gx_, gy_), (row0, x1, fx, gy_), (row1, x0, gx_, fy), (row1, x1, fx, fy)]
+    index = b.op("Cast", [b.op("Concat", [b.op("Add", [r, x]) for r, x, _, _ in corners], axis=1)],
+                 to=TensorProto.INT64)                                                 # (N, 4P)
+    weight = b.op("Concat", [b.op("Mul", [b.op("Mul", [wx, wy]), inside]) for _, _, wx, wy in corners],
+                  axis=1)                                                              # (N, 4P)
+    channels = b.op("Slice", [b.op("Shape", [features_nchw]), b.const([1], np.int64), b.const([2], np.int64)])
+    flat = b.op("Reshape", [features_nchw, b.op("Concat", [b.const([0], np.int64), channels,
+                                                           b.const([in_h * in_w], np.int64)], axis=0)])
+    index = b.op("Expand", [b.op("Unsqueeze", [index, b.const([1], np.int64)]),
+                            b.op("Concat", [b.const([1], np.int64), channels, b.const([1], np.int64)], axis=0)])
+    gathered = b.op("GatherElements", [flat, index], axis=2)                          # (N, C, 4P)
+    weighted = b.op("Mul", [gathered, b.op("Unsqueeze", [weight, b.const([1], np.int64)])])
+    summed = b.op("ReduceSum", [b.op("Reshape", [weighted, b.const([0, 0, 4, points], np.int64)]),
+                                b.const([2], np.int64)], keepdims=0)                  # (N, C, P)
+    grid = b.op("Reshape", [summed, b.const([0, 0, height, width], np.int64)])
+    b.op("Transpose", [grid], out=out, perm=[0, 2, 3, 1])
 
 
 def replace_mediapipe_custom_ops(model) -> dict:
