@@ -12,7 +12,6 @@ import pytest
 from face3d_ros.core.config import SmoothingConfig, TrackingConfig
 from face3d_ros.core.smoothing import (FaceSmoother, OneEuroFilter, RotationOneEuroFilter, matrix_from_quat,
                                        quat_from_matrix, quat_multiply, smoothing_factor)
-from face3d_ros.core.roi import box_pair_iou
 from face3d_ros.core.tracking import (COASTING, TENTATIVE, TRACKED, FaceTracker, box_iou,
                                       track_id_from_index)
 from face3d_ros.core.types import Face, Roi
@@ -473,7 +472,6 @@ def test_box_iou_of_one_pair_matches_the_general_path():
     for a, b in boxes:
         general = box_iou(np.stack([a, a]), b[None])[:1]
         np.testing.assert_array_equal(box_iou(a[None], b[None]), general)
-        np.testing.assert_array_equal(box_pair_iou(a, b), general[0, 0])
 
 
 def test_fast_face_copy_matches_dataclasses_replace():

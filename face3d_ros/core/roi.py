@@ -107,13 +107,6 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
 
 
-def box_pair_iou(a, b) -> float:
-    """IoU of two boxes (x0, y0, x1, y1): box_iou of one pair, as a float."""
-    a, b = np.asarray(a, dtype=np.float64).tolist(), np.asarray(b, dtype=np.float64).tolist()
-    iou = _finite_pair_iou(a, b)
-    return iou if iou is not None else float(box_iou(np.array([a]), np.array([b]))[0, 0])
-
-
 def _finite_pair_iou(a: list, b: list) -> float | None:
     """box_iou of one pair by the same operations on floats, ~10x faster than its ~15 numpy calls (the
     tracker's usual case: one face); None for non-finite coordinates, where Python's min and max do not

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .config import SmoothingConfig, TrackingConfig
-from .roi import box_iou, box_pair_iou
+from .roi import box_iou
 from .smoothing import NS_PER_S, FaceSmoother, frozen_copy, with_fields
 from .types import Face, Roi
 
@@ -139,15 +139,13 @@ class FaceTracker:
         tracks = list(self._tracks.values())
         if not tracks or not faces:
             return [], tracks, list(faces)
-        if len(tracks) == 1 and len(faces) == 1:   # one face followed: the only assignment is the pair
-            iou = box_pair_iou(tracks[0].predicted_bbox(stamp_ns), faces[0].bbox)
-            if iou >= self.tracking.min_iou and iou > 0.0:
-                return [(tracks[0], faces[0])], [], []
-            return [], tracks, list(faces)
         predicted = np.array([t.predicted_bbox(stamp_ns) for t in tracks])
         iou = box_iou(predicted, np.array([f.bbox for f in faces], dtype=np.float64))
         allowed = (iou >= self.tracking.min_iou) & (iou > 0.0)
-        rows, cols = linear_sum_assignment(np.where(allowed, 1.0 - iou, FORBIDDEN_COST))
+        if iou.shape == (1, 1):   # one face followed (the usual case): the only assignment is the pair
+            rows, cols = [0], [0]
+        else:
+            rows, cols = linear_sum_assignment(np.where(allowed, 1.0 - iou, FORBIDDEN_COST))
         pairs = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
         matched_tracks = {r for r, _ in pairs}
         matched_faces = {c for _, c in pairs}
