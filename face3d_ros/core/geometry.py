@@ -352,13 +352,9 @@ def all_finite(a: np.ndarray) -> bool:
     return math.isfinite(total) or bool(np.all(np.isfinite(a)))
 
 
-def undistort_normalised(points_px: np.ndarray, camera: CameraModel) -> np.ndarray:
-    """(N, 2) distorted pixel coordinates -> undistorted normalised image coordinates (x/z, y/z)."""
-    return np.ascontiguousarray(undistort_normalised_rows(np.asarray(points_px, dtype=np.float64).T, camera).T)
-
-
 def undistort_normalised_rows(xy: np.ndarray, camera: CameraModel) -> np.ndarray:
-    """`undistort_normalised` on (2, N) rows (x, y): returns (2, N) C-contiguous rows (u, v)."""
+    """Distorted pixel coordinates as (2, N) rows (x, y) -> undistorted normalised image coordinates
+    (x/z, y/z) as (2, N) C-contiguous rows (u, v)."""
     if not camera.has_distortion:
         K = camera.K
         out = np.empty((2, xy.shape[1]))

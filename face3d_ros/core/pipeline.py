@@ -19,7 +19,7 @@ from .config import PipelineConfig
 from .detector import SPECS, BlazeFaceModel, FaceDetector
 from .geometry import (CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, MESH_WITH_IRIS_POINTS, PROCRUSTES_PBTXT,
                        HeadPoseSolver, mesh_mirror_indices)
-from .landmarks import FaceLandmarker, IrisLandmarker, refinement_indices
+from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_file
 from .roi import MESH_POINTS, box_iou, roi_from_detection, roi_from_landmarks, roi_iou
 from .tracking import FaceTracker
@@ -94,11 +94,10 @@ class FacePipeline:
         self.detector = FaceDetector([BlazeFaceModel(spec, load(spec.file))
                                       for spec in SPECS[self.config.detector.detector_range]])
         face_model, iris_model = landmark_model_files(self.config)
-        landmarker = load(face_model)
-        attention = refinement_indices(landmarker) is not None
+        attention = face_model != PLAIN_MESH_MODEL   # FaceLandmarker checks the model agrees (its metadata)
         self.landmarker = FaceLandmarker(
-            landmarker, mirror=mesh_mirror_indices(self.config.backend.models_dir,
-                                                   MESH_WITH_IRIS_POINTS if attention else MESH_POINTS),
+            load(face_model), mirror=mesh_mirror_indices(self.config.backend.models_dir,
+                                                         MESH_WITH_IRIS_POINTS if attention else MESH_POINTS),
             verifier=load(PLAIN_MESH_MODEL) if attention else None)
         self.iris = IrisLandmarker(load(iris_model)) if iris_model else None
         self.solver = HeadPoseSolver(self.config.pose, models_dir=self.config.backend.models_dir)
