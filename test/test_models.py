@@ -7,9 +7,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from face3d_ros.core.model_files import read_manifest
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
-MANIFEST = MODELS / "MANIFEST.sha256"
 IMAGE = Path(__file__).resolve().parents[1] / "face3d_ros" / "data" / "astronaut.png"  # NASA, public domain
 
 # model file -> (input name, input shape, [(output name, output shape)], pixel range); "N" = dynamic batch
@@ -22,16 +23,15 @@ CONTRACT = {
         "image", ["N", 192, 192, 3], [("landmarks", ["N", 1404]), ("face_flag", ["N", 1])], (0.0, 1.0)),
     "iris_landmark.onnx": (
         "image", ["N", 64, 64, 3], [("eye_contour", ["N", 213]), ("iris", ["N", 15])], (0.0, 1.0)),
+    "face_landmark_with_attention.onnx": (
+        "image", ["N", 192, 192, 3],
+        [("landmarks", ["N", 1404]), ("lips", ["N", 160]), ("left_eye", ["N", 142]), ("right_eye", ["N", 142]),
+         ("left_iris", ["N", 10]), ("right_iris", ["N", 10]), ("face_flag", ["N", 1])], (0.0, 1.0)),
 }
 
 
 def _manifest():
-    entries = {}
-    for line in MANIFEST.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(None, 1)
-            entries[name.strip().lstrip("*")] = digest
-    return entries
+    return read_manifest(MODELS)
 
 
 def test_manifest_files_exist_and_match():
@@ -76,7 +76,7 @@ def test_onnx_io_and_finite_outputs(filename, rgb):
     size = in_shape[1]
     if filename.startswith("face_detection"):
         img = rgb
-    elif filename == "face_landmark.onnx":
+    elif filename.startswith("face_landmark"):
         img = rgb[23:213, 130:320]  # the astronaut's face
     else:
         img = rgb[90:122, 188:220]  # her right eye
