@@ -540,9 +540,9 @@ def _transform_tensor_bilinear(b: _Subgraph, features_nchw: str, in_size: tuple[
     x0, y0 = b.last(low_i, 0), b.last(low_i, 1)
     x1, y1 = b.last(high_i, 0), b.last(high_i, 1)
     fx, fy = b.last(frac, 0), b.last(frac, 1)
-    gx_, gy_ = b.op("Sub", [b.const(1.0), fx]), b.op("Sub", [b.const(1.0), fy])
+    rest_x, rest_y = b.op("Sub", [b.const(1.0), fx]), b.op("Sub", [b.const(1.0), fy])   # 1 - fx, 1 - fy
     row0, row1 = b.op("Mul", [y0, b.const(float(in_w))]), b.op("Mul", [y1, b.const(float(in_w))])
-    corners = [(row0, x0, gx_, gy_), (row0, x1, fx, gy_), (row1, x0, gx_, fy), (row1, x1, fx, fy)]
+    corners = [(row0, x0, rest_x, rest_y), (row0, x1, fx, rest_y), (row1, x0, rest_x, fy), (row1, x1, fx, fy)]
     index = b.op("Cast", [b.op("Concat", [b.op("Add", [r, x]) for r, x, _, _ in corners], axis=1)],
                  to=TensorProto.INT64)                                                 # (N, 4P)
     weight = b.op("Concat", [b.op("Mul", [b.op("Mul", [wx, wy]), inside]) for _, _, wx, wy in corners],
