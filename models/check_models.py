@@ -130,7 +130,7 @@ node { calculator: "TensorsToFloatsCalculator" input_stream: "TENSORS:flag_tenso
 
 def check_attention_model(sess, tflite_path: Path, img, spec) -> tuple[list, list]:
     """face_landmark_with_attention.onnx against MediaPipe's graph on the 192x192 face crop: the 478 points
-    face3d_ros decodes from the ONNX outputs (face3d_ros.core.landmarks.refined_mesh with the regions in the
+    face3d_ros decodes from the ONNX outputs (face3d_ros.core.landmarks.MeshRefinement with the regions in the
     model's metadata) against MediaPipe's refined landmarks (which use every landmark output), and the
     face flag. This checks the custom-op rewrite, the region indices and the decoding in one go."""
     import json
@@ -141,7 +141,7 @@ def check_attention_model(sess, tflite_path: Path, img, spec) -> tuple[list, lis
     from mediapipe.python import packet_creator, packet_getter
     from mediapipe.python._framework_bindings import calculator_graph
     sys.path.insert(0, str(ROOT))
-    from face3d_ros.core.landmarks import REFINEMENT_METADATA_KEY, refined_mesh
+    from face3d_ros.core.landmarks import REFINEMENT_METADATA_KEY, MeshRefinement
 
     crop = np.ascontiguousarray(crop_resize(img, 225, 118, 190, 192))             # uint8 RGB, as the others
     graph = calculator_graph.CalculatorGraph(
@@ -157,7 +157,7 @@ def check_attention_model(sess, tflite_path: Path, img, spec) -> tuple[list, lis
     outputs = dict(zip(spec["outputs"], sess.run(None, {spec["inputs"][0]: x})))
     regions = {k: np.asarray(v) for k, v in json.loads(
         sess.get_modelmeta().custom_metadata_map[REFINEMENT_METADATA_KEY]).items()}
-    ours = refined_mesh({k: v[0] for k, v in outputs.items()}, regions)
+    ours = MeshRefinement(regions)({k: v[0] for k, v in outputs.items()})
     theirs = np.array([[p.x, p.y, p.z] for p in got["refined"].landmark]) * 192.0   # normalised -> crop px
     rows, failures = [], []
     for label, d in (("478 x,y", float(np.max(np.abs(ours[:, :2] - theirs[:, :2])))),

@@ -208,7 +208,6 @@ def test_attention_and_iris_models_agree_on_the_478_points(pipeline, astronaut):
 def test_attention_model_refines_only_lips_and_eyes(pipeline, astronaut):
     """Refined points replace the mesh's x, y in the lips and eye regions only (z stays the mesh's); each
     iris's depth is its eye contour's mean depth (MediaPipe's LandmarksRefinementCalculator)."""
-    from face3d_ros.core.landmarks import refined_mesh
     landmarker = pipeline.landmarker
     regions = landmarker.regions
     assert {k: len(v) for k, v in regions.items()} == {"lips": 80, "left_eye": 71, "right_eye": 71}
@@ -216,7 +215,7 @@ def test_attention_model_refines_only_lips_and_eyes(pipeline, astronaut):
     outputs = {name: rng.normal(size=size).astype(np.float32) for name, size in
                (("landmarks", 1404), ("lips", 160), ("left_eye", 142), ("right_eye", 142),
                 ("left_iris", 10), ("right_iris", 10))}
-    points = refined_mesh(outputs, regions)
+    points = landmarker.refinement(outputs)
     mesh = outputs["landmarks"].reshape(468, 3)
     refined = np.concatenate(list(regions.values()))
     untouched = np.setdiff1d(np.arange(468), refined)

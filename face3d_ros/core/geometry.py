@@ -541,6 +541,7 @@ class HeadPoseSolver:
         basis = np.empty((_BASIS_ROWS, m))
         basis[_ONE] = 1.0
         residual = np.empty((rows, m))
+        converged = False
         for _ in range(GN_ITERATIONS):
             self._project(R, t, basis, jacobian=True)
             np.subtract(basis[_U:_V + 1], observed[:2], out=residual[:2])
@@ -571,14 +572,17 @@ class HeadPoseSolver:
                 raise InputError("head pose fit diverged (face behind the camera)")
             wx, wy, wz, dx, dy, dz = step[:6].tolist()
             turn, move = max(abs(wx), abs(wy), abs(wz)), max(abs(dx), abs(dy), abs(dz))
-            if (turn < GN_WARM_TOLERANCE_RAD and move < GN_WARM_TOLERANCE_M) if warm \
-                    else max(turn, move / t[2]) < GN_TOLERANCE:
+            converged = (turn < GN_WARM_TOLERANCE_RAD and move < GN_WARM_TOLERANCE_M) if warm \
+                else max(turn, move / t[2]) < GN_TOLERANCE
+            if converged:
                 break
-        # the final residuals and visibility, at the final pose
-        self._project(R, t, basis, jacobian=False)
-        np.subtract(basis[_U:_V + 1], observed[:2], out=residual[:2])
+        if not converged:   # the residuals and visibility at the final pose; after a step below the
+            # tolerance those of the last linearisation point are the same to far below a hundredth of a pixel
+            self._project(R, t, basis, jacobian=False)
+            np.subtract(basis[_U:_V + 1], observed[:2], out=residual[:2])
+            visible = self._facing(R, t) > 0.0
         reprojection_sq = pixel[:2] @ (residual[:2] * residual[:2])
-        return orthonormalised(R), t, reprojection_sq, self._facing(R, t) > 0.0
+        return orthonormalised(R), t, reprojection_sq, visible
 
     def _project(self, R: np.ndarray, t: np.ndarray, basis: np.ndarray, jacobian: bool) -> None:
         """Fill `basis` (_BASIS_ROWS, m; the row of ones already set) with the points P = R X + t in the

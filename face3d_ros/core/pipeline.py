@@ -21,7 +21,7 @@ from .geometry import (CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, MESH_WITH_IRIS_PO
                        HeadPoseSolver, mesh_mirror_indices)
 from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_file
-from .roi import MESH_POINTS, box_iou, roi_from_detection, roi_from_landmarks, roi_iou
+from .roi import MESH_POINTS, box_iou, landmark_box, roi_from_detection, roi_from_landmarks, roi_iou
 from .tracking import FaceTracker
 from .types import CameraModel, Face, InputError
 
@@ -69,11 +69,6 @@ def required_files(config: PipelineConfig) -> list[str]:
     return ([spec.file for spec in SPECS[config.detector.detector_range]]
             + sorted({PLAIN_MESH_MODEL, *(name for name in landmark_model_files(config) if name)})
             + [CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, PROCRUSTES_PBTXT])
-
-
-def landmark_box(landmarks_px: np.ndarray) -> np.ndarray:
-    points = landmarks_px[:MESH_POINTS, :2]
-    return np.concatenate([points.min(axis=0), points.max(axis=0)])
 
 
 class FacePipeline:
@@ -208,7 +203,7 @@ class FacePipeline:
         """A new candidate whose crop follows `face`'s landmarks, carrying its pose (if any) as the starting
         guess of the next fit."""
         return Face(bbox=face.bbox, detection_score=face.detection_score,
-                    roi=roi_from_landmarks(face.landmarks_px, self.config.landmarks.roi_scale),
+                    roi=roi_from_landmarks(face.landmarks_px, face.bbox, self.config.landmarks.roi_scale),
                     R_cam_face=face.R_cam_face, t_cam_face=face.t_cam_face, depth_scale=face.depth_scale)
 
     def _detect(self, image: np.ndarray) -> list[Face]:
