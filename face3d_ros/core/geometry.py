@@ -577,7 +577,7 @@ class HeadPoseSolver:
             if converged:
                 break
         if not converged:   # the residuals and visibility at the final pose; after a step below the
-            # tolerance those of the last linearisation point are the same to far below a hundredth of a pixel
+            # tolerance, those of the last linearisation point serve (the rmse moves by < 0.02 px on real video)
             self._project(R, t, basis, jacobian=False)
             np.subtract(basis[_U:_V + 1], observed[:2], out=residual[:2])
             visible = self._facing(R, t) > 0.0
