@@ -450,112 +450,110 @@ class _Subgraph:
         return self.op("Slice", [x, self.const(starts, np.int64), self.const(ends, np.int64),
                                  self.const(axes, np.int64)])
 
-    def last(self, x: str, i: int) -> str:
-        """x[..., i] with the last axis dropped."""
-        import numpy as np
-        return self.op("Squeeze", [self.slice(x, [i], [i + 1], [-1]), self.const([-1], np.int64)])
+
+def _affine_names(matrix: str) -> tuple[str, str]:
+    """The two tensors that stand for a Landmarks2TransformMatrix output (N, 4, 4): its 2x2 linear part
+    transposed, (N, 2, 2), and its translation, (N, 1, 2), so that a row of points p maps to p @ L + t."""
+    return f"{matrix}/linear_t", f"{matrix}/shift"
 
 
 def _landmarks_to_transform_matrix(b: _Subgraph, landmarks: str, out: str, attrs: dict) -> None:
-    """MediaPipe's Landmarks2TransformMatrix v2: (N, 468, 3) landmarks -> (N, 4, 4) matrix mapping a region
-    crop's pixel (x, y, 0, 1) to the landmarks' frame. The crop is turned by r = target - angle(left->right)
-    and spans the turned bounding box of the subset points, scaled by scale_x/y (no atan2 in ONNX: cos r
-    and sin r come from the unit vector between the two rotation points)."""
+    """MediaPipe's Landmarks2TransformMatrix v2: (N, 468, 3) landmarks -> the affine map from a region
+    crop's pixel (x, y) to the landmarks' frame, as the two tensors of `_affine_names(out)` (the 4x4
+    matrix's other entries are constant and its only readers are the two re-expressions below).
+    The crop is turned by r = target - angle(left->right) and spans the turned bounding box of the subset
+    points, scaled by scale_x/y. No atan2 in ONNX: (cos r, sin r) = unit(right - left) @ [[ct, st], [st, -ct]].
+    Written with packed (.., 2) rows and small MatMuls: onnxruntime's cost here is per node, not per value."""
     import numpy as np
     points = b.slice(landmarks, [0], [2], [2])                                      # (N, 468, 2)
-    left = b.op("Gather", [points, b.const(attrs["left_rotation_idx"], np.int64)], axis=1)
-    right = b.op("Gather", [points, b.const(attrs["right_rotation_idx"], np.int64)], axis=1)
-    delta = b.op("Sub", [right, left])                                              # (N, 2)
-    length = b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [delta, delta]), b.const([1], np.int64)],
+    ends = b.op("Gather", [points, b.const([attrs["left_rotation_idx"], attrs["right_rotation_idx"]],
+                                           np.int64)], axis=1)                      # (N, 2, 2)
+    delta = b.op("MatMul", [b.const([[-1.0, 1.0]]), ends])                           # right - left, (N, 1, 2)
+    length = b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [delta, delta]), b.const([-1], np.int64)],
                                 keepdims=1)])
-    unit = b.op("Div", [delta, length])
-    cos_a, sin_a = b.slice(unit, [0], [1], [1]), b.slice(unit, [1], [2], [1])        # (N, 1)
+    unit = b.op("Div", [delta, length])                                             # (cos a, sin a)
     target = float(attrs["target_rotation_radians"])
-    ct, st = b.const(np.cos(target)), b.const(np.sin(target))
-    c = b.op("Add", [b.op("Mul", [cos_a, ct]), b.op("Mul", [sin_a, st])])           # cos(target - angle)
-    s = b.op("Sub", [b.op("Mul", [cos_a, st]), b.op("Mul", [sin_a, ct])])           # sin(target - angle)
+    ct, st = np.cos(target), np.sin(target)
+    cs = b.op("MatMul", [unit, b.const([[ct, st], [st, -ct]])])                    # (c, s) = (cos r, sin r)
+    # turn = [[c, s], [-s, c]]: a row p @ turn is p turned by -r; its transpose turns back by r
+    turn = b.op("Reshape", [b.op("MatMul", [cs, b.const([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, -1.0, 0.0]])]),
+                            b.const([-1, 2, 2], np.int64)])
+    turn_back = b.op("Transpose", [turn], perm=[0, 2, 1])
     subset = b.op("Gather", [points, b.const(np.asarray(attrs["subset_idxs"]), np.int64)], axis=1)
-    x, y = b.last(subset, 0), b.last(subset, 1)                                     # (N, K)
-    turned_x = b.op("Sub", [b.op("Mul", [x, c]), b.op("Mul", [y, s])])
-    turned_y = b.op("Add", [b.op("Mul", [x, s]), b.op("Mul", [y, c])])
-    lo_x, hi_x = (b.op(op, [turned_x], axes=[1], keepdims=1) for op in ("ReduceMin", "ReduceMax"))
-    lo_y, hi_y = (b.op(op, [turned_y], axes=[1], keepdims=1) for op in ("ReduceMin", "ReduceMax"))
-    half = b.const(0.5)
-    mid_x, mid_y = b.op("Mul", [b.op("Add", [lo_x, hi_x]), half]), b.op("Mul", [b.op("Add", [lo_y, hi_y]), half])
-    centre_x = b.op("Add", [b.op("Mul", [mid_x, c]), b.op("Mul", [mid_y, s])])      # turned back: R(-r) mid
-    centre_y = b.op("Sub", [b.op("Mul", [mid_y, c]), b.op("Mul", [mid_x, s])])
+    turned = b.op("MatMul", [subset, turn])                                         # (N, K, 2)
+    lo = b.op("ReduceMin", [turned], axes=[1], keepdims=1)                         # (N, 1, 2)
+    hi = b.op("ReduceMax", [turned], axes=[1], keepdims=1)
+    centre = b.op("MatMul", [b.op("Mul", [b.op("Add", [lo, hi]), b.const(0.5)]), turn_back])
     width, height = float(attrs["output_width"]), float(attrs["output_height"])
-    scale_x = b.op("Mul", [b.op("Sub", [hi_x, lo_x]), b.const(attrs["scale_x"] / width)])
-    scale_y = b.op("Mul", [b.op("Sub", [hi_y, lo_y]), b.const(attrs["scale_y"] / height)])
-    a00, a01 = b.op("Mul", [c, scale_x]), b.op("Mul", [s, scale_y])                 # R(-r) diag(scale)
-    a10, a11 = b.op("Neg", [b.op("Mul", [s, scale_x])]), b.op("Mul", [c, scale_y])
-    tx = b.op("Sub", [centre_x, b.op("Add", [b.op("Mul", [a00, b.const(width / 2)]),
-                                             b.op("Mul", [a01, b.const(height / 2)])])])
-    ty = b.op("Sub", [centre_y, b.op("Add", [b.op("Mul", [a10, b.const(width / 2)]),
-                                             b.op("Mul", [a11, b.const(height / 2)])])])
-    zero = b.op("Mul", [c, b.const(0.0)])
-    one = b.op("Add", [zero, b.const(1.0)])
-    flat = b.op("Concat", [a00, a01, zero, tx, a10, a11, zero, ty,
-                           zero, zero, one, zero, zero, zero, zero, one], axis=1)
-    b.op("Reshape", [flat, b.const([-1, 4, 4], np.int64)], out=out)
+    scale = b.op("Mul", [b.op("Sub", [hi, lo]), b.const([[attrs["scale_x"] / width, attrs["scale_y"] / height]])])
+    # L = (R(r) diag(scale))^T = diag(scale) turn_back: row i of turn_back times scale_i
+    linear_t, shift = _affine_names(out)
+    b.op("Mul", [turn_back, b.op("Reshape", [scale, b.const([-1, 2, 1], np.int64)])], out=linear_t)
+    b.op("Sub", [centre, b.op("MatMul", [b.const([[width / 2, height / 2]]), linear_t])], out=shift)
 
 
-def _affine_parts(b: _Subgraph, matrix: str) -> tuple[str, str]:
-    """(N, 4, 4) -> the transposed 2x2 linear part (N, 2, 2) and the translation (N, 1, 2)."""
-    linear_t = b.op("Transpose", [b.slice(matrix, [0, 0], [2, 2], [1, 2])], perm=[0, 2, 1])
-    shift = b.op("Transpose", [b.slice(matrix, [0, 3], [2, 4], [1, 2])], perm=[0, 2, 1])
-    return linear_t, shift
+def _affine_of(b: _Subgraph, matrix: str, matrices: set, producer: dict, graph) -> tuple[str, str]:
+    """The (A^T, t) pair for a custom op's matrix input: a Landmarks2TransformMatrix output, or (as tf2onnx
+    leaves for the region landmarks) that output times a constant, folded into the pair here."""
+    import numpy as np
+    from onnx import numpy_helper
+    if matrix in matrices:
+        return _affine_names(matrix)
+    node = producer.get(matrix)
+    inits = {t.name: t for t in graph.initializer}
+    if node is not None and node.op_type == "Mul" and len(node.input) == 2:
+        source, constant = node.input if node.input[0] in matrices else reversed(node.input)
+        if source in matrices and constant in inits:
+            k = numpy_helper.to_array(inits[constant]).astype(np.float32)
+            k = np.broadcast_to(k.reshape(k.shape[-2:]) if k.ndim > 2 and k.size == 16 else k, (4, 4))
+            parts = zip(_affine_names(source), (k[:2, :2].T, k[:2, 3][None]))   # the factors of A^T and t
+            return tuple(name if np.all(factor == 1.0) else b.op("Mul", [name, b.const(factor)])
+                         for name, factor in parts)
+    raise SystemExit(f"{matrix}: not a Landmarks2TransformMatrix output (or one times a constant)")
 
 
-def _transform_landmarks(b: _Subgraph, points: str, matrix: str, out: str) -> None:
-    """MediaPipe's TransformLandmarks v2 for 2D points: (N, K, 2) -> A p + t."""
-    linear_t, shift = _affine_parts(b, matrix)
+def _transform_landmarks(b: _Subgraph, points: str, affine: tuple[str, str], out: str) -> None:
+    """MediaPipe's TransformLandmarks v2 for 2D points: (N, K, 2) -> A p + t, affine = (A^T, t)."""
+    linear_t, shift = affine
     b.op("Add", [b.op("MatMul", [points, linear_t]), shift], out=out)
 
 
-def _transform_tensor_bilinear(b: _Subgraph, features_nchw: str, in_size: tuple[int, int], matrix: str,
-                               out: str, attrs: dict) -> None:
+def _transform_tensor_bilinear(b: _Subgraph, features_nchw: str, shape: tuple[int, int, int],
+                               affine: tuple[str, str], out: str, attrs: dict) -> None:
     """MediaPipe's TransformTensorBilinear v2: sample the (N, C, H, W) feature map at matrix (x + 0.5,
     y + 0.5) - 0.5 for each output pixel (x, y), bilinearly, zero where that point lies outside
-    [0, W-1] x [0, H-1]; output NHWC like the TFLite op. The four neighbours are gathered from the
-    flattened map (their indices clamped into it: a clamped one has weight 0, or the point is outside and
-    masked), which onnxruntime runs ~5x faster than GridSample for these 16x16 samples."""
+    [0, W-1] x [0, H-1]; output NHWC like the TFLite op. The four neighbours of every sample (corners in
+    the order (x0, y0), (x1, y0), (x0, y1), (x1, y1)) are gathered at once from the flattened map, their
+    indices clamped into it (a clamped one has weight 0, or the point is outside and masked): onnxruntime
+    runs this ~5x faster than GridSample for these 16x16 samples."""
     import numpy as np
     from onnx import TensorProto
     height, width = int(attrs["output_height"]), int(attrs["output_width"])
-    in_h, in_w = in_size
+    channels, in_h, in_w = shape
     points = height * width
     gy, gx = np.mgrid[0:height, 0:width].astype(np.float32)
     centres = np.stack([gx + 0.5, gy + 0.5], -1).reshape(1, points, 2)
-    linear_t, shift = _affine_parts(b, matrix)
+    linear_t, shift = affine
     coords = b.op("Sub", [b.op("Add", [b.op("MatMul", [b.const(centres), linear_t]), shift]), b.const(0.5)])
-    limit = np.array([in_w - 1, in_h - 1], np.float32)
-    inside = b.op("And", [b.op("GreaterOrEqual", [coords, b.const(0.0)]),
-                          b.op("LessOrEqual", [coords, b.const(limit)])])
-    inside = b.op("ReduceMin", [b.op("Cast", [inside], to=TensorProto.FLOAT)], axes=[2], keepdims=0)   # (N, P)
+    limit = b.const([in_w - 1, in_h - 1])
+    inside = b.op("And", [b.op("GreaterOrEqual", [coords, b.const(0.0)]), b.op("LessOrEqual", [coords, limit])])
+    inside = b.op("ReduceMin", [b.op("Cast", [inside], to=TensorProto.FLOAT)], axes=[2], keepdims=1)  # (N, P, 1)
     low = b.op("Floor", [coords])
-    frac = b.op("Sub", [coords, low])                                                  # (N, P, 2)
-    low_i = b.op("Min", [b.op("Max", [low, b.const(0.0)]), b.const(limit)])          # clamped into the map
-    high_i = b.op("Min", [b.op("Max", [b.op("Add", [low, b.const(1.0)]), b.const(0.0)]), b.const(limit)])
-    x0, y0 = b.last(low_i, 0), b.last(low_i, 1)
-    x1, y1 = b.last(high_i, 0), b.last(high_i, 1)
-    fx, fy = b.last(frac, 0), b.last(frac, 1)
-    rest_x, rest_y = b.op("Sub", [b.const(1.0), fx]), b.op("Sub", [b.const(1.0), fy])   # 1 - fx, 1 - fy
-    row0, row1 = b.op("Mul", [y0, b.const(float(in_w))]), b.op("Mul", [y1, b.const(float(in_w))])
-    corners = [(row0, x0, rest_x, rest_y), (row0, x1, fx, rest_y), (row1, x0, rest_x, fy), (row1, x1, fx, fy)]
-    index = b.op("Cast", [b.op("Concat", [b.op("Add", [r, x]) for r, x, _, _ in corners], axis=1)],
-                 to=TensorProto.INT64)                                                 # (N, 4P)
-    weight = b.op("Concat", [b.op("Mul", [b.op("Mul", [wx, wy]), inside]) for _, _, wx, wy in corners],
-                  axis=1)                                                              # (N, 4P)
-    channels = b.op("Slice", [b.op("Shape", [features_nchw]), b.const([1], np.int64), b.const([2], np.int64)])
-    flat = b.op("Reshape", [features_nchw, b.op("Concat", [b.const([0], np.int64), channels,
-                                                           b.const([in_h * in_w], np.int64)], axis=0)])
-    index = b.op("Expand", [b.op("Unsqueeze", [index, b.const([1], np.int64)]),
-                            b.op("Concat", [b.const([1], np.int64), channels, b.const([1], np.int64)], axis=0)])
-    gathered = b.op("GatherElements", [flat, index], axis=2)                          # (N, C, 4P)
-    weighted = b.op("Mul", [gathered, b.op("Unsqueeze", [weight, b.const([1], np.int64)])])
-    summed = b.op("ReduceSum", [b.op("Reshape", [weighted, b.const([0, 0, 4, points], np.int64)]),
-                                b.const([2], np.int64)], keepdims=0)                  # (N, C, P)
+    frac = b.op("Unsqueeze", [b.op("Sub", [coords, low]), b.const([2], np.int64)])   # (N, P, 1, 2)
+    offsets = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float32)               # the four corners
+    corners = b.op("Add", [b.op("Unsqueeze", [low, b.const([2], np.int64)]), b.const(offsets)])  # (N, P, 4, 2)
+    corners = b.op("Min", [b.op("Max", [corners, b.const(0.0)]), limit])           # clamped into the map
+    index = b.op("MatMul", [corners, b.const([[1.0], [float(in_w)]])])             # x + W y, exact in fp32
+    index = b.op("Reshape", [b.op("Cast", [index], to=TensorProto.INT64), b.const([0, 1, -1], np.int64)])
+    index = b.op("Expand", [index, b.const([1, channels, 1], np.int64)])           # (N, C, 4P)
+    # weight per axis: 1 - frac for the low corner, frac for the high one
+    weight = b.op("Add", [b.op("Mul", [frac, b.const(2.0 * offsets - 1.0)]), b.const(1.0 - offsets)])
+    weight = b.op("Mul", [b.op("ReduceProd", [weight], axes=[3], keepdims=0), inside])   # (N, P, 4)
+    weight = b.op("Reshape", [weight, b.const([0, 1, -1], np.int64)])              # (N, 1, 4P)
+    flat = b.op("Reshape", [features_nchw, b.const([0, channels, in_h * in_w], np.int64)])
+    weighted = b.op("Mul", [b.op("GatherElements", [flat, index], axis=2), weight])  # (N, C, 4P)
+    summed = b.op("ReduceSum", [b.op("Reshape", [weighted, b.const([0, 0, points, 4], np.int64)]),
+                                b.const([3], np.int64)], keepdims=0)                 # (N, C, P)
     grid = b.op("Reshape", [summed, b.const([0, 0, height, width], np.int64)])
     b.op("Transpose", [grid], out=out, perm=[0, 2, 3, 1])
 
@@ -569,7 +567,7 @@ def replace_mediapipe_custom_ops(model) -> dict:
     producer = {o: n for n in g.node for o in n.output}
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]   # the custom ops' inputs are
               for vi in shape_inference.infer_shapes(model).graph.value_info}  # upstream: inferable
-    nodes, initializers, regions = [], [], {}
+    nodes, initializers, regions, matrices = [], [], {}, set()
     for n in g.node:
         if not n.op_type.startswith("TFL_"):
             nodes.append(n)
@@ -578,19 +576,21 @@ def replace_mediapipe_custom_ops(model) -> dict:
         b = _Subgraph(n.output[0])
         if n.op_type == "TFL_Landmarks2TransformMatrix":
             _landmarks_to_transform_matrix(b, n.input[0], n.output[0], attrs)
+            matrices.add(n.output[0])
             key = (attrs["left_rotation_idx"], attrs["right_rotation_idx"])
             regions[REGION_BY_ROTATION_POINTS[key]] = [int(i) for i in attrs["subset_idxs"]]
         elif n.op_type == "TFL_TransformLandmarks":
-            _transform_landmarks(b, n.input[0], n.input[1], n.output[0])
+            _transform_landmarks(b, n.input[0], _affine_of(b, n.input[1], matrices, producer, g), n.output[0])
         elif n.op_type == "TFL_TransformTensorBilinear":
             # tf2onnx fed the op an NHWC transpose of an NCHW feature map: sample the NCHW one directly
             to_nhwc = producer[n.input[0]]
             if to_nhwc.op_type != "Transpose" or list(to_nhwc.attribute[0].ints) != [0, 2, 3, 1]:
                 raise SystemExit(f"unexpected input of {n.output[0]}: {to_nhwc.op_type}")
-            size = tuple(shapes[to_nhwc.input[0]][2:4])
-            if not all(size):
-                raise SystemExit(f"unknown feature map size for {n.output[0]}: {size}")
-            _transform_tensor_bilinear(b, to_nhwc.input[0], size, n.input[1], n.output[0], attrs)
+            shape = tuple(shapes[to_nhwc.input[0]][1:4])
+            if len(shape) != 3 or not all(shape):
+                raise SystemExit(f"unknown feature map shape for {n.output[0]}: {shape}")
+            _transform_tensor_bilinear(b, to_nhwc.input[0], shape, _affine_of(b, n.input[1], matrices, producer, g),
+                                       n.output[0], attrs)
         else:
             raise SystemExit(f"unknown MediaPipe custom op {n.op_type}")
         nodes += b.nodes
