@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from face3d_ros.core import CameraModel, FacePipeline, InputError, PipelineConfig
-from face3d_ros.core.roi import box_iou
+from face3d_ros.core.roi import box_iou, landmark_box, roi_from_landmarks
 from face3d_ros.core.geometry import yaw_pitch_roll_deg
 from face3d_ros.core.synthetic import load_sample
 
@@ -203,6 +203,20 @@ def test_attention_and_iris_models_agree_on_the_478_points(pipeline, astronaut):
     assert np.median(np.linalg.norm(attention[:468, :2] - separate[:468, :2], axis=1)) < 1.5
     assert iris_model.landmarker.model.path.name == "face_landmark.onnx" and iris_model.iris is not None
     assert pipeline.landmarker.model.path.name == "face_landmark_with_attention.onnx" and pipeline.iris is None
+
+
+def test_tracking_roi_is_the_landmark_box_turned_along_the_eyes(pipeline, astronaut):
+    """MediaPipe's ROI from landmarks: the mesh's box (iris points excluded), its centre, its longer side
+    times roi_scale, turned so the outer eye corners (33 -> 263) are level."""
+    landmarks = pipeline.process(astronaut)[0].landmarks_px
+    mesh = landmarks[:468, :2]
+    box = landmark_box(landmarks)
+    assert np.array_equal(box, np.concatenate([mesh.min(axis=0), mesh.max(axis=0)]))
+    roi = roi_from_landmarks(landmarks, box, 1.5)
+    assert np.allclose(roi.center, (mesh.min(axis=0) + mesh.max(axis=0)) / 2)
+    assert roi.size == pytest.approx(1.5 * np.ptp(mesh, axis=0).max())
+    eye_line = landmarks[263, :2] - landmarks[33, :2]
+    assert roi.rotation == pytest.approx(np.arctan2(eye_line[1], eye_line[0]))
 
 
 def test_attention_model_refines_only_lips_and_eyes(pipeline, astronaut):
