@@ -344,10 +344,11 @@ def landmark_rows(landmarks_px: np.ndarray) -> np.ndarray:
     return rows
 
 
-def all_finite(a: np.ndarray) -> bool:
+def all_finite(a) -> bool:
     """np.all(np.isfinite(a)), faster: a sum is finite only if every element is (a NaN or inf makes it
     NaN or inf); only a sum that overflowed needs the element-wise test. A pose's few values are summed
     as floats (numpy's per-call cost would be most of the time)."""
+    a = np.asarray(a)
     total = sum(a.ravel().tolist()) if a.size <= 16 else np.add.reduce(a, axis=None)
     return math.isfinite(total) or bool(np.all(np.isfinite(a)))
 

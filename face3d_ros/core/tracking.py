@@ -26,13 +26,13 @@ Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every updat
 from __future__ import annotations
 
 import dataclasses
-import math
 import string
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .config import SmoothingConfig, TrackingConfig
+from .geometry import all_finite
 from .roi import box_iou
 from .smoothing import NS_PER_S, FaceSmoother, frozen_copy, with_fields
 from .types import Face, Roi
@@ -211,11 +211,6 @@ def is_reliable(face: Face, min_pose_confidence: float) -> bool:
         return True
     return (face.pose_confidence >= min_pose_confidence and all_finite(face.R_cam_face)
             and all_finite(face.t_cam_face))
-
-
-def all_finite(a) -> bool:
-    # A sum is finite only if every element is (values here are far from overflowing); faster than isfinite.
-    return math.isfinite(np.add.reduce(a, axis=None))
 
 
 def track_id_from_index(index: int) -> str:
