@@ -61,18 +61,6 @@ def read_manifest(folder: Path) -> dict[str, str]:
     return entries
 
 
-def verify_model_file(path: Path) -> None:
-    """Raise ValueError when a model file is missing or differs from the manifest beside it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"model file missing: {path}")
-    manifest = path.parent / MANIFEST
-    if not manifest.is_file():
-        return  # a user's own model folder without a manifest: nothing to check against
-    expected = read_manifest(path.parent).get(path.name)
-    if expected is not None and sha256_of(path) != expected:
-        raise ValueError(f"model file {path} does not match {MANIFEST} (corrupt or replaced)")
-
-
 class ModelFilesError(ValueError):
     """Model files missing or corrupt; the message lists every problem and the folder."""
 

@@ -20,7 +20,7 @@ from .detector import SPECS, BlazeFaceModel, FaceDetector
 from .geometry import (CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, MESH_WITH_IRIS_POINTS, PROCRUSTES_PBTXT,
                        HeadPoseSolver, mesh_mirror_indices)
 from .landmarks import FaceLandmarker, IrisLandmarker
-from .model_files import models_dir, verify_model_file
+from .model_files import models_dir, verify_model_files
 from .roi import MESH_POINTS, box_iou, landmark_box, roi_from_detection, roi_from_landmarks, roi_iou
 from .tracking import FaceTracker
 from .types import CameraModel, Face, InputError
@@ -80,10 +80,11 @@ class FacePipeline:
     def __init__(self, config: PipelineConfig | None = None):
         self.config = (config or PipelineConfig()).check()
         folder = models_dir(self.config.backend.models_dir)
+        # every file this configuration needs, checked once up front: all problems in one message
+        verify_model_files(folder, required_files(self.config))
         chain = provider_chain(self.config.backend)
 
         def load(name: str) -> OnnxModel:
-            verify_model_file(folder / name)
             return OnnxModel(folder / name, self.config.backend, chain)
 
         self.detector = FaceDetector([BlazeFaceModel(spec, load(spec.file))

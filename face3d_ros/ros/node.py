@@ -279,12 +279,9 @@ class Face3dNode(LifecycleNode):
                 log.error("configure failed: invalid parameters: " + "; ".join(problems))
                 return TransitionCallbackReturn.FAILURE
             config = params.pipeline_config(values)
-            from ..core import geometry, model_files
-            from ..core.pipeline import FacePipeline, required_files   # onnxruntime: imported when needed
-            # every file this configuration needs, checked up front: all problems in one message
-            folder = model_files.models_dir(config.backend.models_dir)
-            model_files.verify_model_files(folder, required_files(config))
-            pipeline = FacePipeline(config)
+            from ..core import geometry
+            from ..core.pipeline import FacePipeline   # onnxruntime: imported when needed
+            pipeline = FacePipeline(config)   # checks every model file it needs first (ModelFilesError)
             canonical = geometry.load_canonical_face(config.backend.models_dir)
             if config.landmarks.refine_iris:
                 triangles = np.vstack([canonical.triangles, canonical.iris_triangles])
