@@ -57,19 +57,13 @@ def image_from_crop(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
     return np.hstack([linear, offset[:, None]])
 
 
-def crop(image: np.ndarray, roi: Roi, out_size: int, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The ROI resampled to out_size x out_size RGB in [0, 1], and the crop -> image affine."""
-    out = np.empty((out_size, out_size, 3), np.float32)
-    return out, crop_into(image, roi, out_size, out, flip)
-
-
 _SAMPLE_SHIFT = np.array([0.5, 0.5])
 _INV_255 = np.float32(1.0 / 255.0)
 
 
 def crop_into(image: np.ndarray, roi: Roi, out_size: int, out: np.ndarray, flip: bool = False) -> np.ndarray:
-    """`crop` writing the float32 RGB crop into `out` (out_size x out_size x 3, e.g. one slot of a model's
-    input batch): no intermediate RGB or float copies. Returns the crop -> image affine."""
+    """The ROI resampled to out_size x out_size RGB in [0, 1], written as float32 into `out` (e.g. one slot
+    of a model's input batch): no intermediate RGB or float copies. Returns the crop -> image affine."""
     affine = image_from_crop(roi, out_size, flip)
     # warpAffine samples crop pixel u at its centre, u + 0.5 in crop coordinates
     sample = affine.copy()
