@@ -38,6 +38,10 @@ def spin(executor, node) -> int:
         except (KeyboardInterrupt, ExternalShutdownException):
             raise
         except Exception as err:
+            if not node.context.ok():
+                # SIGTERM/SIGINT shut the context down while the executor was building its wait set: rclpy
+                # then raises an RCLError ("context is not valid") instead of ExternalShutdownException
+                return 0
             escapes.append(time.monotonic())
             node.get_logger().error(f"a callback raised {type(err).__name__}: {err} (the node goes on):\n"
                                     + "".join(traceback.format_exception(err)).rstrip())
