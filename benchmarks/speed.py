@@ -28,6 +28,10 @@ venv of its own at $FACE3D_REFERENCE_VENV, default ~/.cache/face3d_ros/mediapipe
 dependency of the package) on the same frames, via benchmarks/mediapipe_reference.py: static_image_mode=False
 against our tracking, True against detect-every-frame; 468 points and refine_landmarks=True (478). "thr x" = our
 fps / its fps, "lat x" = our ms p50 / its ms p50; "found" = faces found per frame (median), ours/its.
+"Paired rounds" (--rounds): the target comparison (1 face, 640x480, tracking) again, our pipeline and MediaPipe's
+taking turns on the same frames (who goes first alternates), so that each round's ratio compares two runs seconds
+apart: on a shared machine whose speed drifts by 1.5x within minutes, the median of those ratios is the number
+to quote. "CPU time x" = our CPU ms per frame / its (all threads of each process).
 """
 from __future__ import annotations
 
@@ -236,26 +240,78 @@ def reference_python() -> tuple[Path | None, str]:
     return python, ""
 
 
-def reference_scene(python: Path, n_faces: int, size_name: str, n_frames: int, warmup: int) -> dict:
-    """MediaPipe's face mesh on the frames run_scene uses: {"tracking"|"detect-every-frame": {...}} or {"error"}."""
+def write_frames(path: Path, n_faces: int, size_name: str, n_frames: int) -> None:
+    """The frames run_scene uses, as the .npz mediapipe_reference.py reads (BGR, as our pipeline gets them)."""
+    with zipfile.ZipFile(path, "w") as npz:   # written one frame at a time, as np.savez would store them
+        for i, (image, _) in enumerate(tiled_frames(n_faces, SIZES[size_name], n_frames)):
+            with npz.open(f"frame_{i:05d}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, image)
+
+
+def run_reference(python: Path, frames: Path, n_faces: int, warmup: int, mode: str = "both",
+                  refine: str = "both") -> dict:
+    """mediapipe_reference.py's report on `frames` ({"runs": [...], ...}), or {"error": why}."""
     with tempfile.TemporaryDirectory(prefix="face3d-reference-") as tmp:
-        frames, out = Path(tmp) / "frames.npz", Path(tmp) / "reference.json"
-        with zipfile.ZipFile(frames, "w") as npz:   # written one frame at a time, as np.savez would store them
-            for i, (image, _) in enumerate(tiled_frames(n_faces, SIZES[size_name], n_frames + warmup)):
-                with npz.open(f"frame_{i:05d}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, image)     # BGR, as our pipeline gets them
+        out = Path(tmp) / "reference.json"
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), str(frames), "--max-faces", str(n_faces),
-                               "--warmup", str(warmup), "--mode", "both", "--refine", "both", "--json", str(out)],
+                               "--warmup", str(warmup), "--mode", mode, "--refine", refine, "--json", str(out)],
                               capture_output=True, text=True, env=env)
         if proc.returncode or not out.exists():
             return {"error": (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]}
-        report = json.loads(out.read_text())
+        return json.loads(out.read_text())
+
+
+def reference_scene(python: Path, n_faces: int, size_name: str, n_frames: int, warmup: int) -> dict:
+    """MediaPipe's face mesh on the frames run_scene uses: {"tracking"|"detect-every-frame": {...}} or {"error"}."""
+    with tempfile.TemporaryDirectory(prefix="face3d-frames-") as tmp:
+        frames = Path(tmp) / "frames.npz"
+        write_frames(frames, n_faces, size_name, n_frames + warmup)
+        report = run_reference(python, frames, n_faces, warmup)
+    if "error" in report:
+        return report
     scene = {}
     for run in report.pop("runs"):
         mode = "tracking" if run["mode"] == "tracking" else "detect-every-frame"
         scene.setdefault(mode, {})["face_mesh_refined" if run["refine_landmarks"] else "face_mesh"] = run
     return {"mediapipe": report, **scene}
+
+
+def paired_rounds(python: Path, args) -> list[dict]:
+    """The target comparison (1 face, 640x480, tracking), robust to a machine whose speed drifts: our pipeline
+    and MediaPipe's face mesh take turns on the same frames, `args.rounds` times (which one goes first
+    alternates), and each round's ratio compares two runs a few seconds apart. Prints one line per point count."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="face3d-frames-") as tmp:
+        frames = Path(tmp) / "frames.npz"
+        write_frames(frames, 1, "640x480", args.frames + args.warmup)
+        for iris in ((True, False) if args.rows_468 else (True,)):
+            ours, theirs = [], []
+            for r in range(args.rounds):
+                for turn in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    if turn == 0:
+                        ours.append(run_scene(1, "640x480", True, args.frames, args.warmup, args.threads, iris,
+                                              None, args.iris_model))
+                        continue
+                    report = run_reference(python, frames, 1, args.warmup, "tracking", "yes" if iris else "no")
+                    if "error" in report:
+                        print(f"paired rounds: reference failed: {report['error']}")
+                        return out
+                    theirs.append(report["runs"][0])
+            thr = np.array([o["fps"] / t["fps"] for o, t in zip(ours, theirs)])
+            cpu = np.array([o["cpu_ms_per_frame"] / t["cpu_ms_per_frame"] for o, t in zip(ours, theirs)])
+            row = {"points": 478 if iris else 468, "rounds": args.rounds, "frames": args.frames,
+                   "our_fps": [o["fps"] for o in ours], "reference_fps": [t["fps"] for t in theirs],
+                   "throughput_ratio": thr.tolist(), "throughput_ratio_median": float(np.median(thr)),
+                   "cpu_ratio": cpu.tolist(), "cpu_ratio_median": float(np.median(cpu)),
+                   "same_faces": all(o["faces_found_median"] == t["faces_found_median"] for o, t in zip(ours, theirs))}
+            out.append(row)
+            print(f"  {row['points']} pts vs MediaPipe {'refined' if iris else 'plain'}: throughput x median "
+                  f"{row['throughput_ratio_median']:.2f} (rounds {' '.join(f'{v:.2f}' for v in thr)}); ours "
+                  f"{np.median(row['our_fps']):.0f} fps, MediaPipe {np.median(row['reference_fps']):.0f} fps; "
+                  f"CPU time x {row['cpu_ratio_median']:.2f}" + ("" if row["same_faces"] else "; faces found differ!"),
+                  flush=True)
+    return out
 
 
 def compare(ours: dict, reference: dict) -> tuple[dict, str]:
@@ -295,6 +351,9 @@ def main(argv=None) -> int:
                         help="landmarks.iris_model of the 478-point rows (default %(default)s)")
     parser.add_argument("--no-468", dest="rows_468", action="store_false",
                         help="skip the refine_iris=False (468-point) rows")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="paired rounds of the target comparison, ours and MediaPipe's alternately (default 6, "
+                             "4 with --quick; 0: skip)")
     parser.add_argument("--rss-frames", type=int, default=None,
                         help="frames of the RSS check (default 10000, 2000 with --quick; 0: skip)")
     parser.add_argument("--ros-seconds", type=float, default=5.0, help="latency window per ROS row (30 Hz)")
@@ -364,6 +423,12 @@ def core_part(args, scenes) -> dict:
               "(478) against our 478-point rows, 'plain' (468) against our 468-point rows; thr x = our fps / its fps, "
               "lat x = our p50 / its p50; '!': it found a different number of faces")
     out = {"results": results, "peak_rss_mb": peak_rss_mb, "reference": reference_info}
+    rounds = args.rounds if args.rounds is not None else (4 if args.quick else 6)
+    if ref_python and rounds > 0:
+        args.rounds = rounds
+        print(f"paired rounds (1 face 640x480 tracking; ours and MediaPipe's face mesh take turns on the same "
+              f"{args.frames} frames, {rounds} rounds each):")
+        out["paired"] = paired_rounds(ref_python, args)
     rss_frames = args.rss_frames if args.rss_frames is not None else (2000 if args.quick else 10000)
     if rss_frames:
         start = time.monotonic()
