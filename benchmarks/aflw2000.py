@@ -92,6 +92,38 @@ def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
     return summarise(rows, skipped, elapsed)
 
 
+PERTURB_ZOOMS = (0.7, 1.0, 1.3)
+PERTURB_ROLLS_DEG = (-45, -30, -15, 0, 15, 30, 45)
+
+
+def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
+    """How often the face is missed when each image is turned in plane and zoomed about its centre (edges
+    replicated): a check that finding faces does not hang on the sample's exact framing. A face counts as
+    missed when no face found overlaps the labelled one's 68-point box carried through the same transform."""
+    pipeline = FacePipeline(config)
+    misses = {}
+    for image_path in sorted(data.glob("*.jpg"))[:limit or None]:
+        label_path = image_path.with_suffix(".mat")
+        if not label_path.exists() or np.any(np.abs(load_label(label_path)[0]) > PROTOCOL_MAX_DEG):
+            continue
+        points = load_label(label_path)[1]
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        for zoom in PERTURB_ZOOMS:
+            for roll in PERTURB_ROLLS_DEG:
+                M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), roll, zoom)
+                moved = cv2.warpAffine(image, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
+                turned = points @ M[:, :2].T + M[:, 2]
+                box = np.concatenate([turned.min(0), turned.max(0)])
+                faces = pipeline.process(moved, CameraModel.default_for(w, h))
+                found = bool(faces) and box_iou(box[None], np.array([f.bbox for f in faces])).max() > 0
+                misses.setdefault(f"{zoom:g}", {}).setdefault(f"{roll:+d}", 0)
+                misses[f"{zoom:g}"][f"{roll:+d}"] += not found
+    total = sum(sum(row.values()) for row in misses.values())
+    cases = sum(len(row) for row in misses.values()) * len(sorted(data.glob("*.jpg"))[:limit or None])
+    return {"misses_by_zoom_and_roll": misses, "missed": total, "cases": cases}
+
+
 def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
     found = [r for r in rows if not r["missed"]]
     errors = np.array([r["error"] for r in found]).reshape(-1, 3)
@@ -139,13 +171,17 @@ def print_summary(s: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/aflw2000_prnet16")
-    parser.add_argument("--detector-range", default="full", choices=("short", "full", "both"))
+    parser.add_argument("--detector-range", default=PipelineConfig().detector.detector_range,
+                        choices=("short", "full", "both"), help="default: the pipeline's (%(default)s)")
     parser.add_argument("--no-iris-scale", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE",
                         help="override a pipeline setting, e.g. --set landmarks.mirror_average=false")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     parser.add_argument("--json", type=Path, help="write the summary and per-image rows here")
     parser.add_argument("--verbose", action="store_true", help="print every image's errors")
+    parser.add_argument("--perturb", action="store_true",
+                        help=f"also count misses with each image turned {PERTURB_ROLLS_DEG} deg and zoomed "
+                             f"{PERTURB_ZOOMS}x about its centre")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"no data folder {args.data}", file=sys.stderr)
@@ -162,6 +198,14 @@ def main(argv=None) -> int:
             print(row["image"], row["yaw_pitch_roll_true"], row.get("yaw_pitch_roll"), row.get("error"),
                   row.get("nme"))
     print_summary(summary)
+    if args.perturb:
+        perturbed = perturbed_misses(args.data, config, args.limit)
+        summary["perturbed"] = perturbed
+        print(f"perturbed: {perturbed['missed']} missed of {perturbed['cases']} "
+              f"({100 * perturbed['missed'] / max(perturbed['cases'], 1):.1f}%); by zoom, then roll "
+              + " ".join(f"{r:+d}" for r in PERTURB_ROLLS_DEG) + " deg:")
+        for zoom, row in perturbed["misses_by_zoom_and_roll"].items():
+            print(f"  zoom {zoom}: " + " ".join(f"{n:3d}" for n in row.values()))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0

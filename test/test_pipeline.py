@@ -176,6 +176,48 @@ def pipeline_for(detector_range: str) -> FacePipeline:
                                                   "detector.detector_range": detector_range}))
 
 
+def close_up(astronaut, zoom: float, turn_deg: float) -> np.ndarray:
+    """The astronaut's face zoomed about its centre into the middle of the frame and turned in plane: at 4x
+    it fills most of the 512x512 image, as a person leaning into the camera."""
+    from face3d_ros.core.synthetic import ASTRONAUT_FACE_CENTRE
+    h, w = astronaut.shape[:2]
+    M = cv2.getRotationMatrix2D(ASTRONAUT_FACE_CENTRE, turn_deg, zoom)
+    M[:, 2] += (w / 2 - ASTRONAUT_FACE_CENTRE[0], h / 2 - ASTRONAUT_FACE_CENTRE[1])
+    return cv2.warpAffine(astronaut, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_both_detectors_find_a_face_filling_the_image_that_the_full_range_one_misses(pipeline, astronaut):
+    """detector_range both (the default): the full-range model misses this close face (its crop scores 0 as a
+    face), the short-range one finds it; where both find a face the landmark model keeps the better crop."""
+    image = close_up(astronaut, 4.0, 30)
+    assert pipeline_for("full").process(image) == []
+    faces = pipeline.process(image)
+    assert len(faces) == 1 and faces[0].landmark_score > 0.9
+    # the face is in the middle of the frame and fills most of it
+    x0, y0, x1, y1 = faces[0].bbox
+    assert x0 < 150 < 350 < x1 and y0 < 150 < 350 < y1
+
+
+def test_a_face_filling_the_image_is_one_face(pipeline, astronaut):
+    """Zoomed this far, a crop around one eye also scores as a face (the full-range model's detections gave
+    two "faces", IoU 0.14): a face box lying mostly inside another is part of that face and is dropped."""
+    for turn in (-45, 0, 45, 60):
+        assert len(pipeline.process(close_up(astronaut, 4.0, turn))) == 1, turn
+        assert len(pipeline_for("full").process(close_up(astronaut, 4.5, turn))) <= 1, turn
+
+
+def test_both_detectors_take_turns_while_tracking():
+    """Tracking with detector_range both: each search runs one model, in turn, so an empty scene (searched
+    every image) costs one model per image, not two."""
+    image = cv2.imread(str(Path(__file__).parent / "data" / "negative_brick.png"))
+    pipeline = FacePipeline(PipelineConfig())
+    full, short = (m.model for m in pipeline.detector.models)
+    assert "full" in full.path.name and "short" in short.path.name
+    for i in range(6):
+        assert pipeline.process(image, None, i * 33_000_000) == []
+    assert pipeline.detector_runs == 6 and full.calls == short.calls == 3
+
+
 def test_mirror_averaging_makes_the_pose_mirror_symmetric(astronaut):
     """A mirrored photo must give the mirrored head pose (yaw and roll change sign). Averaging each crop with
     its mirror removes most of the landmark model's own left-right bias, so the symmetry gets closer."""

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from . import geometry
-from .config import BACKENDS, DETECTOR_RANGES, PipelineConfig
+from .config import BACKENDS, DETECTOR_RANGES, DetectorConfig, PipelineConfig
 from .draw import draw_faces
 from .pipeline import FacePipeline
 from .types import CameraModel, Face, InputError
@@ -103,7 +103,7 @@ def parse_args(argv=None):
         cam.add_argument(f"--{name}", type=float)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--detector-range", choices=DETECTOR_RANGES, default="full")
+    parser.add_argument("--detector-range", choices=DETECTOR_RANGES, default=DetectorConfig().detector_range)
     parser.add_argument("--max-faces", type=int, default=10)
     parser.add_argument("--no-smoothing", action="store_true", help="video: keep per-frame poses")
     return parser.parse_args(argv)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .backends import OnnxModel
-from .roi import box_iou
+from .roi import box_area, box_iou
 from .types import Detection
 
 
@@ -25,7 +25,7 @@ class DetectorSpec:
 
 SHORT_RANGE = DetectorSpec("face_detection_short_range.onnx", 128, (8, 16), (2, 6))
 FULL_RANGE = DetectorSpec("face_detection_full_range.onnx", 192, (4,), (1,))
-SPECS = {"short": (SHORT_RANGE,), "full": (FULL_RANGE,), "both": (SHORT_RANGE, FULL_RANGE)}
+SPECS = {"short": (SHORT_RANGE,), "full": (FULL_RANGE,), "both": (FULL_RANGE, SHORT_RANGE)}
 
 NUM_KEYPOINTS = 6
 SCORE_CLIP = 100.0  # MediaPipe clips the logits before the sigmoid
@@ -123,19 +123,26 @@ class BlazeFaceModel:
 
 
 class FaceDetector:
-    """Runs the configured BlazeFace model(s) and merges their detections with weighted NMS."""
+    """Runs the configured BlazeFace model(s), each with its own weighted NMS and its own max_faces largest.
+
+    With two models, a face both find comes back twice, once per model, not merged: the landmark model's
+    face-presence score on each crop then picks the better one (FacePipeline drops the less confident of two
+    overlapping faces). The models fail differently: the full-range one misses or misplaces faces that fill
+    much of the image, the short-range one misses faces beyond ~2 m; averaging their boxes (weighted NMS
+    across both) mixed a bad box into a good one, and keeping the higher detector score still lost faces."""
 
     def __init__(self, models: list[BlazeFaceModel]):
         self.models = models
 
-    def __call__(self, image: np.ndarray, min_score: float, iou_threshold: float,
-                 max_faces: int) -> list[Detection]:
-        results = [m(image, min_score) for m in self.models]
-        scores = np.concatenate([r[0] for r in results])
-        if scores.size == 0:
-            return []
-        boxes = np.concatenate([r[1] for r in results])
-        keypoints = np.concatenate([r[2] for r in results])
-        detections = weighted_nms(scores, boxes, keypoints, iou_threshold)
-        detections.sort(key=lambda d: -(d.bbox[2] - d.bbox[0]) * (d.bbox[3] - d.bbox[1]))
-        return detections[:max_faces]
+    def __call__(self, image: np.ndarray, min_score: float, iou_threshold: float, max_faces: int,
+                 models: list[BlazeFaceModel] | None = None) -> list[Detection]:
+        """Faces in `image`, largest first, up to max_faces from each of `models` (default: all)."""
+        detections: list[Detection] = []
+        for model in self.models if models is None else models:
+            scores, boxes, keypoints = model(image, min_score)
+            if scores.size:
+                found = weighted_nms(scores, boxes, keypoints, iou_threshold)
+                found.sort(key=lambda d: -box_area(d.bbox))
+                detections += found[:max_faces]
+        detections.sort(key=lambda d: -box_area(d.bbox))
+        return detections

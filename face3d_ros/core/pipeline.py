@@ -21,7 +21,8 @@ from .geometry import (CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, MESH_WITH_IRIS_PO
                        HeadPoseSolver, mesh_mirror_indices)
 from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_files
-from .roi import MESH_POINTS, box_iou, landmark_box, roi_from_detection, roi_from_landmarks, roi_iou
+from .roi import (MESH_POINTS, box_area, box_inside_fraction, box_iou, landmark_box, roi_from_detection,
+                  roi_from_landmarks, roi_iou)
 from .tracking import FaceTracker
 from .types import CameraModel, Face, InputError
 
@@ -30,6 +31,9 @@ log = logging.getLogger("face3d_ros")
 MIN_IMAGE_SIDE = 16
 MAX_IMAGE_SIDE = 16384
 DUPLICATE_IOU = 0.5   # two ROIs (or landmark boxes) overlapping more than this hold the same face
+# a landmark box this much inside another is part of that face: when a face fills the image, a crop around
+# one eye can score as a face of its own (IoU ~0.15 with the whole face's box)
+NESTED_FRACTION = 0.7
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -180,15 +184,20 @@ class FacePipeline:
         # As MediaPipe's graph: no search for new faces while max_faces are already tracked.
         due = (not tracking or self._detect_next or not tracked
                or (self.frames % cfg.tracking.detect_interval == 0 and len(tracked) < cfg.detector.max_faces))
-        detected = self._detect(image) if due else []
-        candidates = (tracked + self._new_faces(tracked, detected))[:cfg.detector.max_faces]
+        detected = self._detect(image, tracking) if due else []
+        # single images: with both detector models a face may come once per model, the landmark model's score
+        # keeps the better crop (_drop_duplicates); tracking runs one model per search
+        room = cfg.detector.max_faces * (1 if tracking else len(self.detector.models))
+        candidates = (tracked + self._new_faces(tracked, detected))[:room]
         single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
         faces = self._drop_duplicates(self._run_landmarks(image, candidates, single_pass_mirror))
         if tracking and not due and len(faces) < len(tracked):
             # a tracked face was lost: look for faces again in this same image rather than the next one
-            fresh = self._new_faces(faces, self._detect(image))
+            fresh = self._new_faces(faces, self._detect(image, tracking))
             faces = self._drop_duplicates(faces + self._run_landmarks(image, fresh))
         self._detect_next = tracking and len(faces) < len(tracked)
+        if not tracking:    # the largest max_faces, as the detector ranks them
+            faces = sorted(faces, key=lambda f: -box_area(f.bbox))[:cfg.detector.max_faces]
         if not tracking and cfg.landmarks.second_pass and faces:
             # what tracking does across images, done within one: the landmarks give a better-aligned crop
             refined = [self._following(f) for f in faces]
@@ -207,11 +216,16 @@ class FacePipeline:
                     roi=roi_from_landmarks(face.landmarks_px, face.bbox, self.config.landmarks.roi_scale),
                     R_cam_face=face.R_cam_face, t_cam_face=face.t_cam_face, depth_scale=face.depth_scale)
 
-    def _detect(self, image: np.ndarray) -> list[Face]:
+    def _detect(self, image: np.ndarray, tracking: bool) -> list[Face]:
         cfg = self.config
+        models = self.detector.models
+        if tracking and len(models) > 1:
+            # the models take turns, one per search: a search costs one model (an empty scene searches every
+            # image), and a face only the other model sees is found one search later
+            models = [models[self.detector_runs % len(models)]]
         with self._stage("detect"):
             detections = self.detector(image, cfg.detector.min_detection_score, cfg.detector.nms_iou,
-                                       cfg.detector.max_faces)
+                                       cfg.detector.max_faces, models)
         self.detector_runs += 1
         return [Face(bbox=d.bbox, detection_score=d.score, roi=roi_from_detection(d, cfg.landmarks.roi_scale))
                 for d in detections]
@@ -236,10 +250,13 @@ class FacePipeline:
 
     @staticmethod
     def _drop_duplicates(faces: list[Face]) -> list[Face]:
-        """Two crops that converged on one face: keep the more confident."""
+        """Two crops that converged on one face, or one holding a part of another's face: keep the more
+        confident (of two equally confident, the larger)."""
         kept: list[Face] = []
-        for face in sorted(faces, key=lambda f: -f.landmark_score):
-            if not kept or box_iou(face.bbox[None], np.array([k.bbox for k in kept])).max() <= DUPLICATE_IOU:
+        for face in sorted(faces, key=lambda f: (-f.landmark_score, -box_area(f.bbox))):
+            others = np.array([k.bbox for k in kept]) if kept else None
+            if others is None or (box_iou(face.bbox[None], others).max() <= DUPLICATE_IOU
+                                  and box_inside_fraction(face.bbox[None], others).max() <= NESTED_FRACTION):
                 kept.append(face)
         return kept
 
