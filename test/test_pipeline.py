@@ -206,9 +206,10 @@ def test_a_face_filling_the_image_is_one_face(pipeline, astronaut):
         assert len(pipeline_for("full").process(close_up(astronaut, 4.5, turn))) <= 1, turn
 
 
-def test_both_detectors_take_turns_while_tracking():
-    """Tracking with detector_range both: each search runs one model, in turn, so an empty scene (searched
-    every image) costs one model per image, not two."""
+def test_both_detectors_take_turns_while_no_face_is_in_view():
+    """Tracking with detector_range both: an empty scene is searched every image, by one model at a time in
+    turn (one model's cost per image, not two); with a face in view, each periodic search runs both."""
+    from face3d_ros.core.synthetic import moving_face
     image = cv2.imread(str(Path(__file__).parent / "data" / "negative_brick.png"))
     pipeline = FacePipeline(PipelineConfig())
     full, short = (m.model for m in pipeline.detector.models)
@@ -216,6 +217,12 @@ def test_both_detectors_take_turns_while_tracking():
     for i in range(6):
         assert pipeline.process(image, None, i * 33_000_000) == []
     assert pipeline.detector_runs == 6 and full.calls == short.calls == 3
+    pipeline = FacePipeline(PipelineConfig())
+    full, short = (m.model for m in pipeline.detector.models)
+    for frame in moving_face(2 * pipeline.config.tracking.detect_interval + 1):
+        pipeline.process(frame.image, None, frame.stamp_ns)
+    # image 0: nothing in view, the full-range model's turn (it finds the face); images 10 and 20: both
+    assert pipeline.detector_runs == 3 and (full.calls, short.calls) == (3, 2)
 
 
 def test_mirror_averaging_makes_the_pose_mirror_symmetric(astronaut):

@@ -41,8 +41,8 @@ class BackendConfig:
 class DetectorConfig:
     detector_range: str = spec("both", "Which face detector runs: short (faces within ~2 m, fastest), full "
                                "(~0.3-5 m, misses faces that fill much of the image) or both (single images: both, the "
-                               "landmark model picks the better crop of a face both find; tracking: the two take "
-                               "turns, one per search)",
+                               "landmark model picks the better crop of a face both find; while tracking with no face "
+                               "in view, the two take turns, one per image)",
                                choices=DETECTOR_RANGES)
     min_detection_score: float = spec(0.4, "Minimum face detector score (the landmark model's face-presence score "
                                       "then confirms each face, so small far faces, scored 0.4-0.6, are kept)",

@@ -184,16 +184,17 @@ class FacePipeline:
         # As MediaPipe's graph: no search for new faces while max_faces are already tracked.
         due = (not tracking or self._detect_next or not tracked
                or (self.frames % cfg.tracking.detect_interval == 0 and len(tracked) < cfg.detector.max_faces))
-        detected = self._detect(image, tracking) if due else []
-        # single images: with both detector models a face may come once per model, the landmark model's score
-        # keeps the better crop (_drop_duplicates); tracking runs one model per search
-        room = cfg.detector.max_faces * (1 if tracking else len(self.detector.models))
+        models = self._search_models(tracking, tracked) if due else []
+        detected = self._detect(image, models) if due else []
+        # with both detector models a face may come once per model: the landmark model's score keeps the
+        # better crop (_drop_duplicates)
+        room = cfg.detector.max_faces * max(len(models), 1)
         candidates = (tracked + self._new_faces(tracked, detected))[:room]
         single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
         faces = self._drop_duplicates(self._run_landmarks(image, candidates, single_pass_mirror))
         if tracking and not due and len(faces) < len(tracked):
             # a tracked face was lost: look for faces again in this same image rather than the next one
-            fresh = self._new_faces(faces, self._detect(image, tracking))
+            fresh = self._new_faces(faces, self._detect(image, self.detector.models))
             faces = self._drop_duplicates(faces + self._run_landmarks(image, fresh))
         self._detect_next = tracking and len(faces) < len(tracked)
         if not tracking:    # the largest max_faces, as the detector ranks them
@@ -216,13 +217,17 @@ class FacePipeline:
                     roi=roi_from_landmarks(face.landmarks_px, face.bbox, self.config.landmarks.roi_scale),
                     R_cam_face=face.R_cam_face, t_cam_face=face.t_cam_face, depth_scale=face.depth_scale)
 
-    def _detect(self, image: np.ndarray, tracking: bool) -> list[Face]:
-        cfg = self.config
+    def _search_models(self, tracking: bool, tracked: list[Face]) -> list:
+        """The detector models that search this image: all, except while tracking with no face in view, when
+        the scene is searched every image: then they take turns, one model per image (an empty scene costs
+        one model, and a face only the other model sees is found one image later)."""
         models = self.detector.models
-        if tracking and len(models) > 1:
-            # the models take turns, one per search: a search costs one model (an empty scene searches every
-            # image), and a face only the other model sees is found one search later
-            models = [models[self.detector_runs % len(models)]]
+        if tracking and not tracked and len(models) > 1:
+            return [models[self.frames % len(models)]]
+        return models
+
+    def _detect(self, image: np.ndarray, models: list) -> list[Face]:
+        cfg = self.config
         with self._stage("detect"):
             detections = self.detector(image, cfg.detector.min_detection_score, cfg.detector.nms_iou,
                                        cfg.detector.max_faces, models)
