@@ -101,12 +101,14 @@ def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict
     replicated): a check that finding faces does not hang on the sample's exact framing. A face counts as
     missed when no face found overlaps the labelled one's 68-point box carried through the same transform."""
     pipeline = FacePipeline(config)
-    misses = {}
+    misses, cases = {}, 0
     for image_path in sorted(data.glob("*.jpg"))[:limit or None]:
         label_path = image_path.with_suffix(".mat")
-        if not label_path.exists() or np.any(np.abs(load_label(label_path)[0]) > PROTOCOL_MAX_DEG):
+        if not label_path.exists():
             continue
-        points = load_label(label_path)[1]
+        truth, points = load_label(label_path)
+        if np.any(np.abs(truth) > PROTOCOL_MAX_DEG):
+            continue
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
         for zoom in PERTURB_ZOOMS:
@@ -117,10 +119,10 @@ def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict
                 box = np.concatenate([turned.min(0), turned.max(0)])
                 faces = pipeline.process(moved, CameraModel.default_for(w, h))
                 found = bool(faces) and box_iou(box[None], np.array([f.bbox for f in faces])).max() > 0
-                misses.setdefault(f"{zoom:g}", {}).setdefault(f"{roll:+d}", 0)
-                misses[f"{zoom:g}"][f"{roll:+d}"] += not found
+                row = misses.setdefault(f"{zoom:g}", {})
+                row[f"{roll:+d}"] = row.get(f"{roll:+d}", 0) + (not found)
+                cases += 1
     total = sum(sum(row.values()) for row in misses.values())
-    cases = sum(len(row) for row in misses.values()) * len(sorted(data.glob("*.jpg"))[:limit or None])
     return {"misses_by_zoom_and_roll": misses, "missed": total, "cases": cases}
 
 

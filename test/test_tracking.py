@@ -484,3 +484,15 @@ def test_fast_face_copy_matches_dataclasses_replace():
     assert type(copy) is Face and copy.__dict__.keys() == expected.__dict__.keys()
     assert all(copy.__dict__[k] is expected.__dict__[k] for k in copy.__dict__ if k not in ("track_id", "track_age"))
     assert (copy.track_id, copy.track_age, face.track_id) == ("b", 3, "")
+
+
+def test_box_inside_fraction():
+    from face3d_ros.core.roi import box_inside_fraction
+    face = np.array([[0.0, 0.0, 100.0, 100.0]])
+    eye = np.array([[20.0, 20.0, 40.0, 35.0]])             # wholly inside: IoU 0.03, fraction 1
+    half_out = np.array([[90.0, 40.0, 110.0, 60.0]])       # half of it inside
+    apart = np.array([[200.0, 0.0, 300.0, 100.0]])
+    assert box_iou(face, eye)[0, 0] < 0.05
+    np.testing.assert_allclose(box_inside_fraction(face, np.vstack([eye, half_out, apart])), [[1.0, 0.5, 0.0]])
+    np.testing.assert_allclose(box_inside_fraction(eye, face), [[1.0]])      # symmetric: the smaller's share
+    assert box_inside_fraction(face, np.array([[5.0, 5.0, 5.0, 9.0]]))[0, 0] == 0.0   # empty box: 0, no NaN

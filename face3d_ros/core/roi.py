@@ -101,13 +101,17 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
                                np.asarray(b, dtype=np.float64)[0].tolist())
         if iou is not None:
             return np.array([[iou]])
+    inter, area_a, area_b = _intersections(a, b)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, M) intersection areas of the boxes in `a` (N, 4) and `b` (M, 4), and the areas of each."""
     w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
     h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
     inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
+    return inter, (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
 
 
 def box_area(box) -> float:
@@ -119,11 +123,8 @@ def box_area(box) -> float:
 def box_inside_fraction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """For every box in `a` (N, 4) and in `b` (M, 4): the fraction of the smaller of the two that lies in the
     other -> (N, M); 1 when one contains the other (where IoU can be small)."""
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
-    smaller = np.minimum(((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None],
-                         ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :])
+    inter, area_a, area_b = _intersections(a, b)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
     return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0.0)
 
 
