@@ -185,10 +185,10 @@ class FacePipeline:
         due = (not tracking or self._detect_next or not tracked
                or (self.frames % cfg.tracking.detect_interval == 0 and len(tracked) < cfg.detector.max_faces))
         models = self._search_models(tracking, tracked) if due else []
-        detected = self._detect(image, models) if due else []
+        detected = self._detect(image, models) if models else []
         # with both detector models a face may come once per model: the landmark model's score keeps the
         # better crop (_drop_duplicates). Tracking: tracked faces first, new ones fill what room is left.
-        room = cfg.detector.max_faces * (1 if tracking else max(len(models), 1))
+        room = cfg.detector.max_faces * (1 if tracking else len(models))
         candidates = (tracked + self._new_faces(tracked, detected))[:room]
         single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
         faces = self._drop_duplicates(self._run_landmarks(image, candidates, single_pass_mirror))
