@@ -277,19 +277,19 @@ def reference_scene(python: Path, n_faces: int, size_name: str, n_frames: int, w
     return {"mediapipe": report, **scene}
 
 
-def paired_rounds(python: Path, args) -> list[dict]:
+def paired_rounds(python: Path, args, rounds: int) -> list[dict]:
     """The target comparison (1 face, 640x480, tracking), robust to a machine whose speed drifts: our pipeline
-    and MediaPipe's face mesh take turns on the same frames, `args.rounds` times (which one goes first
-    alternates), and each round's ratio compares two runs a few seconds apart. Prints one line per point count."""
+    and MediaPipe's face mesh take turns on the same frames, `rounds` times (which one goes first alternates),
+    and each round's ratio compares two runs a few seconds apart. Prints one line per point count."""
     out = []
     with tempfile.TemporaryDirectory(prefix="face3d-frames-") as tmp:
         frames = Path(tmp) / "frames.npz"
         write_frames(frames, 1, "640x480", args.frames + args.warmup)
         for iris in ((True, False) if args.rows_468 else (True,)):
             ours, theirs = [], []
-            for r in range(args.rounds):
-                for turn in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    if turn == 0:
+            for r in range(rounds):
+                for reference_turn in ((False, True) if r % 2 == 0 else (True, False)):
+                    if not reference_turn:
                         ours.append(run_scene(1, "640x480", True, args.frames, args.warmup, args.threads, iris,
                                               None, args.iris_model))
                         continue
@@ -300,7 +300,7 @@ def paired_rounds(python: Path, args) -> list[dict]:
                     theirs.append(report["runs"][0])
             thr = np.array([o["fps"] / t["fps"] for o, t in zip(ours, theirs)])
             cpu = np.array([o["cpu_ms_per_frame"] / t["cpu_ms_per_frame"] for o, t in zip(ours, theirs)])
-            row = {"points": 478 if iris else 468, "rounds": args.rounds, "frames": args.frames,
+            row = {"points": 478 if iris else 468, "rounds": rounds, "frames": args.frames,
                    "our_fps": [o["fps"] for o in ours], "reference_fps": [t["fps"] for t in theirs],
                    "throughput_ratio": thr.tolist(), "throughput_ratio_median": float(np.median(thr)),
                    "cpu_ratio": cpu.tolist(), "cpu_ratio_median": float(np.median(cpu)),
@@ -425,10 +425,9 @@ def core_part(args, scenes) -> dict:
     out = {"results": results, "peak_rss_mb": peak_rss_mb, "reference": reference_info}
     rounds = args.rounds if args.rounds is not None else (4 if args.quick else 6)
     if ref_python and rounds > 0:
-        args.rounds = rounds
         print(f"paired rounds (1 face 640x480 tracking; ours and MediaPipe's face mesh take turns on the same "
               f"{args.frames} frames, {rounds} rounds each):")
-        out["paired"] = paired_rounds(ref_python, args)
+        out["paired"] = paired_rounds(ref_python, args, rounds)
     rss_frames = args.rss_frames if args.rss_frames is not None else (2000 if args.quick else 10000)
     if rss_frames:
         start = time.monotonic()
