@@ -48,6 +48,18 @@ def load_label(mat_path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([yaw, pitch, roll]), points
 
 
+def labelled_images(data: Path, limit: int = 0):
+    """(image path, (yaw, pitch, roll) deg, (68, 2) points) of every jpg with its .mat, in name order."""
+    for image_path in sorted(data.glob("*.jpg"))[:limit or None]:
+        label_path = image_path.with_suffix(".mat")
+        if label_path.exists():
+            yield (image_path, *load_label(label_path))
+
+
+def in_protocol(truth: np.ndarray) -> bool:
+    return not np.any(np.abs(truth) > PROTOCOL_MAX_DEG)
+
+
 def signed_angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.asarray(a) - b + 180.0) % 360.0 - 180.0
 
@@ -59,14 +71,9 @@ def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
     pipeline = FacePipeline(config)
     rows, skipped = [], 0
-    paths = sorted(data.glob("*.jpg"))[:limit or None]
     start = time.perf_counter()
-    for image_path in paths:
-        label_path = image_path.with_suffix(".mat")
-        if not label_path.exists():
-            continue
-        truth, points = load_label(label_path)
-        if np.any(np.abs(truth) > PROTOCOL_MAX_DEG):
+    for image_path, truth, points in labelled_images(data, limit):
+        if not in_protocol(truth):
             skipped += 1
             continue
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
@@ -102,12 +109,8 @@ def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict
     missed when no face found overlaps the labelled one's 68-point box carried through the same transform."""
     pipeline = FacePipeline(config)
     misses, cases = {}, 0
-    for image_path in sorted(data.glob("*.jpg"))[:limit or None]:
-        label_path = image_path.with_suffix(".mat")
-        if not label_path.exists():
-            continue
-        truth, points = load_label(label_path)
-        if np.any(np.abs(truth) > PROTOCOL_MAX_DEG):
+    for image_path, truth, points in labelled_images(data, limit):
+        if not in_protocol(truth):
             continue
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
