@@ -224,6 +224,25 @@ def test_a_face_filling_the_image_is_one_face(pipeline, astronaut):
         assert len(pipeline_for("full").process(close_up(astronaut, 4.5, turn))) <= 1, turn
 
 
+def test_both_detector_models_share_one_image_pyramid(pipeline, astronaut, monkeypatch):
+    """The two models downscale the same image: the halvings are made once (640x480: 640 -> 320 -> 160, not
+    640 -> 320 twice), and each model's input is exactly what it would make on its own."""
+    from face3d_ros.core import detector
+    image = cv2.copyMakeBorder(astronaut, 0, 0, 64, 64, cv2.BORDER_CONSTANT)[16:496]   # 640x480
+    alone = [detector.letterbox(image, m.spec.input_size) for m in pipeline.detector.models]
+    halvings = []
+    original = cv2.pyrDown
+    monkeypatch.setattr(detector.cv2, "pyrDown", lambda level: halvings.append(level.shape[1]) or original(level))
+    pyramid = detector.Pyramid(image)
+    shared = [detector.letterbox(pyramid, m.spec.input_size) for m in pipeline.detector.models]
+    assert halvings == [640, 320]
+    for (tensor, scale, offset), (tensor_alone, scale_alone, offset_alone) in zip(shared, alone):
+        assert np.array_equal(tensor, tensor_alone) and scale == scale_alone and np.array_equal(offset, offset_alone)
+    halvings.clear()
+    assert len(pipeline.detector(image, 0.5, 0.3, 1)) == 2     # one face, once per model
+    assert halvings == [640, 320]
+
+
 def test_both_detectors_take_turns_while_no_face_is_in_view():
     """Tracking with detector_range both: an empty scene is searched every image, by one model at a time in
     turn (one model's cost per image, not two); with a face in view, each periodic search runs both."""
