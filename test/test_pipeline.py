@@ -229,7 +229,7 @@ def test_both_detector_models_share_one_image_pyramid(pipeline, astronaut, monke
     640 -> 320 twice), and each model's input is exactly what it would make on its own."""
     from face3d_ros.core import detector
     image = cv2.copyMakeBorder(astronaut, 0, 0, 64, 64, cv2.BORDER_CONSTANT)[16:496]   # 640x480
-    alone = [detector.letterbox(image, m.spec.input_size) for m in pipeline.detector.models]
+    alone = [detector.letterbox(detector.Pyramid(image), m.spec.input_size) for m in pipeline.detector.models]
     halvings = []
     original = cv2.pyrDown
     monkeypatch.setattr(detector.cv2, "pyrDown", lambda level: halvings.append(level.shape[1]) or original(level))

@@ -64,12 +64,11 @@ class Pyramid:
         return self.levels[level]
 
 
-def letterbox(image: np.ndarray | Pyramid, size: int) -> tuple[np.ndarray, float, np.ndarray]:
-    """Resize keeping the aspect ratio and pad to size x size (as MediaPipe's FIT mode).
+def letterbox(pyramid: Pyramid, size: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """Resize the pyramid's image keeping the aspect ratio and pad to size x size (as MediaPipe's FIT mode).
 
     Returns the padded RGB image in [-1, 1], the scale (model px per image px) and the padding offset.
     """
-    pyramid = image if isinstance(image, Pyramid) else Pyramid(image)
     h, w = pyramid.shape[:2]
     scale = size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -118,8 +117,8 @@ class BlazeFaceModel:
         self.regressors_name = next(n for n, s in shapes.items() if s[-1] == 16)
         self.scores_name = next(n for n, s in shapes.items() if s[-1] == 1)
 
-    def __call__(self, image: np.ndarray | Pyramid, min_score: float):
-        tensor, scale, offset = letterbox(image, self.spec.input_size)
+    def __call__(self, pyramid: Pyramid, min_score: float):
+        tensor, scale, offset = letterbox(pyramid, self.spec.input_size)
         outputs = self.model(to_model_layout(tensor, self.model.input_shape))
         logits = np.clip(outputs[self.scores_name].reshape(-1).astype(np.float64), -SCORE_CLIP, SCORE_CLIP)
         scores = 1.0 / (1.0 + np.exp(-logits))
