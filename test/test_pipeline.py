@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from face3d_ros.core import CameraModel, FacePipeline, InputError, PipelineConfig
-from face3d_ros.core.roi import box_iou, landmark_box, roi_from_landmarks
+from face3d_ros.core import roi as roi_module
+from face3d_ros.core.roi import box_iou, crop_into, image_from_crop, landmark_box, roi_from_landmarks
+from face3d_ros.core.types import Roi
 from face3d_ros.core.geometry import yaw_pitch_roll_deg
 from face3d_ros.core.synthetic import load_sample
 
@@ -303,6 +305,69 @@ def test_tracking_roi_is_the_landmark_box_turned_along_the_eyes(pipeline, astron
     assert roi.size == pytest.approx(1.5 * np.ptp(mesh, axis=0).max())
     eye_line = landmarks[263, :2] - landmarks[33, :2]
     assert roi.rotation == pytest.approx(np.arctan2(eye_line[1], eye_line[0]))
+
+
+def _whole_image_crop(image, roi, size, flip):
+    """The crop as a 3-channel warp of the whole image (what crop_into reads only a window of)."""
+    sample = image_from_crop(roi, size, flip)
+    sample[:, 2] += sample[:, :2] @ [0.5, 0.5]
+    patch = cv2.warpAffine(image, sample, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+    return np.multiply(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB), np.float32(1 / 255), dtype=np.float32)
+
+
+@pytest.mark.parametrize("centre, size, turn", [
+    ((256, 250), 260, 0.3),     # the face, turned
+    ((10, 500), 300, -2.0),     # straddling two image edges
+    ((-400, 900), 150, 1.0),    # wholly outside: the replicated border
+    ((256, 256), 5000, 0.7),    # far larger than the image
+    ((100.3, 77.8), 12, 0.0),   # a few pixels, upscaled
+])
+def test_crop_reads_a_window_equal_to_the_whole_image_warp(astronaut, centre, size, turn):
+    roi = Roi(center=np.array(centre, float), size=float(size), rotation=turn)
+    out = np.empty((192, 192, 3), np.float32)
+    for flip in (False, True):
+        affine = crop_into(astronaut, roi, 192, out, flip)
+        assert np.array_equal(affine, image_from_crop(roi, 192, flip))
+        assert np.abs(out - _whole_image_crop(astronaut, roi, 192, flip)).max() <= 1.01 / 255
+
+
+def test_crop_of_a_huge_window_warps_the_whole_image(astronaut, monkeypatch):
+    """Past MAX_WINDOW_PIXELS no RGBA copy of the window is made: the whole image is warped."""
+    conversions = []
+
+    class RecordingCv2:
+        def __getattr__(self, name):
+            return getattr(cv2, name)
+
+        @staticmethod
+        def cvtColor(image, code):
+            conversions.append((code, image.shape))
+            return cv2.cvtColor(image, code)
+
+    monkeypatch.setattr(roi_module, "cv2", RecordingCv2())
+    roi = Roi(center=np.array([256.0, 250.0]), size=260.0, rotation=0.3)
+    out = np.empty((192, 192, 3), np.float32)
+    crop_into(astronaut, roi, 192, out)
+    assert conversions[0][0] == cv2.COLOR_BGR2RGBA and conversions[0][1][0] * conversions[0][1][1] < 512 * 512 / 2
+    conversions.clear()
+    monkeypatch.setattr(roi_module, "MAX_WINDOW_PIXELS", 100)
+    crop_into(astronaut, roi, 192, out)
+    assert conversions == [(cv2.COLOR_BGR2RGB, (192, 192, 3))]
+    assert np.array_equal(out, _whole_image_crop(astronaut, roi, 192, False))
+
+
+def test_backend_threads_also_set_opencvs_threads():
+    """OpenCV's idle pool workers spin after each small crop: backend.threads caps them too (0: untouched)."""
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(3)
+        FacePipeline(PipelineConfig().updated({"backend.threads": 0}))
+        assert cv2.getNumThreads() == 3
+        FacePipeline(PipelineConfig().updated({"backend.threads": 1}))
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
 
 
 def test_attention_model_refines_only_lips_and_eyes(pipeline, astronaut):

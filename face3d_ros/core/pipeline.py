@@ -87,6 +87,9 @@ class FacePipeline:
         # every file this configuration needs, checked once up front: all problems in one message
         verify_model_files(folder, required_files(self.config))
         chain = provider_chain(self.config.backend)
+        if self.config.backend.threads:
+            # process-wide: OpenCV's pool would run each small crop on 2+ threads whose workers then spin
+            cv2.setNumThreads(self.config.backend.threads)
 
         def load(name: str) -> OnnxModel:
             return OnnxModel(folder / name, self.config.backend, chain)

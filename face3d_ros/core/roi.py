@@ -59,21 +59,49 @@ def image_from_crop(roi: Roi, out_size: int, flip: bool = False) -> np.ndarray:
 
 _SAMPLE_SHIFT = np.array([0.5, 0.5])
 _INV_255 = np.float32(1.0 / 255.0)
+MAX_WINDOW_PIXELS = 1 << 21   # beyond ~2 Mpx the RGBA copy costs more than the 3-channel warp saves
+_UNIT_SQUARE = np.array([[0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0]])   # corners, as x and y rows
 
 
 def crop_into(image: np.ndarray, roi: Roi, out_size: int, out: np.ndarray, flip: bool = False) -> np.ndarray:
     """The ROI resampled to out_size x out_size RGB in [0, 1], written as float32 into `out` (e.g. one slot
-    of a model's input batch): no intermediate RGB or float copies. Returns the crop -> image affine."""
+    of a model's input batch): no intermediate float copies. Returns the crop -> image affine.
+
+    Only the image window the crop samples is read: converted to RGBA (the channel swap comes free), it is
+    resampled by OpenCV's 4-channel warp, which is ~2x faster than its 3-channel one; the pixels equal the
+    whole-image warp's within one grey level."""
     affine = image_from_crop(roi, out_size, flip)
     # warpAffine samples crop pixel u at its centre, u + 0.5 in crop coordinates
     sample = affine.copy()
     sample[:, 2] += affine[:, :2] @ _SAMPLE_SHIFT
-    patch = cv2.warpAffine(image, sample, (out_size, out_size),
+    x0, y0, x1, y1 = _sampled_window(sample, out_size, image.shape)
+    if (x1 - x0) * (y1 - y0) <= MAX_WINDOW_PIXELS:
+        sample[:, 2] -= (x0, y0)
+        source, to_rgb = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2RGBA), cv2.COLOR_RGBA2RGB
+    else:   # a face filling a huge image: no RGBA copy of it
+        source, to_rgb = image, cv2.COLOR_BGR2RGB
+    patch = cv2.warpAffine(source, sample, (out_size, out_size),
                            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-    # BGR -> RGB with cvtColor, then uint8 -> float32 and the scale in one pass into `out`: 0.03 ms for a
-    # 192x192 crop, where numpy on the reversed (strided) channel view took 0.13 ms
-    np.multiply(cv2.cvtColor(patch, cv2.COLOR_BGR2RGB), _INV_255, out=out, dtype=np.float32)
+    # to RGB with cvtColor, then uint8 -> float32 and the scale in one pass into `out` (numpy on a strided
+    # channel view is ~4x slower)
+    np.multiply(cv2.cvtColor(patch, to_rgb), _INV_255, out=out, dtype=np.float32)
     return affine
+
+
+def _sampled_window(sample: np.ndarray, out_size: int, shape: tuple) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 (exclusive) of the image pixels a warp by `sample` (crop pixel -> image point) reads:
+    the crop corners' box plus the bilinear neighbour, clipped to the image but never empty, so that the
+    border pixels a crop reaching outside the image replicates are inside it."""
+    corners = sample[:, :2] @ ((out_size - 1.0) * _UNIT_SQUARE) + sample[:, 2:]   # (2, 4): x and y rows
+    h, w = shape[:2]
+    if not np.isfinite(corners).all():
+        return 0, 0, w, h    # a broken ROI: the warp decides what it samples, as for the whole image
+    (x_lo, y_lo), (x_hi, y_hi) = corners.min(axis=1).tolist(), corners.max(axis=1).tolist()
+    x0 = min(max(math.floor(x_lo), 0), w - 1)
+    y0 = min(max(math.floor(y_lo), 0), h - 1)
+    x1 = min(max(math.floor(x_hi) + 2, x0 + 1), w)
+    y1 = min(max(math.floor(y_hi) + 2, y0 + 1), h)
+    return x0, y0, x1, y1
 
 
 def crop_to_image(points: np.ndarray, affine: np.ndarray, out_size: int, roi_size: float) -> np.ndarray:
