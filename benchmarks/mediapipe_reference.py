@@ -6,6 +6,7 @@ benchmarks/speed.py makes that venv and calls this script; by hand:
 
     python mediapipe_reference.py FRAMES --max-faces 3 --warmup 20 [--mode tracking|static|both]
                                   [--refine no|yes|both] [--json out.json]
+    python mediapipe_reference.py FRAMES --serve --mode tracking --refine no    # interleaved blocks, see below
 
 FRAMES is an .npz (keys frame_00000, frame_00001, ... each HxWx3 uint8, or one NxHxWx3 array `frames`; optional
 `channel_order` "bgr" (default, as OpenCV and our pipeline see them) or "rgb") or a folder of PNGs (sorted by name).
@@ -20,6 +21,12 @@ found per frame, CPU ms per frame (time.process_time: every thread of the proces
 how many the process has, and which of them did the work (per-thread CPU time from /proc/self/task).
 MediaPipe's TFLite inference uses XNNPACK with 1 thread by default on desktop Linux; its graph scheduler runs
 calculators on a thread pool of its own, which is why the busy threads are measured rather than assumed.
+
+`--serve` (one configuration): one face mesh that stays up and processes blocks of frames on request, so that
+benchmarks/speed.py can interleave it with our pipeline block by block (a shared machine's speed drifts within
+seconds). It reads one JSON list of frame indices per line on stdin and answers each with one JSON line:
+{"ms": [...], "cpu_ms": ..., "faces": [...]} (wall ms per frame, CPU ms of the whole block, faces per frame);
+an empty line or end of input stops it.
 """
 from __future__ import annotations
 
@@ -158,6 +165,30 @@ def run_one(frames: Frames, static: bool, refine: bool, max_faces: int, warmup: 
             "ms": [round(v, 4) for v in ms]}
 
 
+def serve(frames: Frames, static: bool, refine: bool, max_faces: int) -> None:
+    """Blocks of frames on request (see --serve in the module docstring); the face mesh keeps its state."""
+    import mediapipe as mp
+
+    images = [frames.rgb_frame(i) for i in range(len(frames))]   # decoded up front: the blocks are timed alone
+    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
+                                           refine_landmarks=refine, min_detection_confidence=0.5,
+                                           min_tracking_confidence=0.5)
+    with mesh:
+        print(json.dumps({"ready": len(images)}), flush=True)
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            ms, faces = [], []
+            cpu_start = time.process_time()
+            for i in json.loads(line):
+                t0 = time.perf_counter()
+                result = mesh.process(images[i])
+                ms.append((time.perf_counter() - t0) * 1e3)
+                faces.append(len(result.multi_face_landmarks or []))
+            cpu_ms = (time.process_time() - cpu_start) * 1e3
+            print(json.dumps({"ms": ms, "cpu_ms": cpu_ms, "faces": faces}), flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("frames", type=Path, help=".npz of frames or a folder of PNGs")
@@ -166,7 +197,15 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=("tracking", "static", "both"), default="both")
     parser.add_argument("--refine", choices=tuple(REFINE), default="both")
     parser.add_argument("--json", type=Path, help="write the results here (default: stdout)")
+    parser.add_argument("--serve", action="store_true",
+                        help="process blocks of frames on request (stdin/stdout JSON lines; one --mode and --refine)")
     args = parser.parse_args(argv)
+
+    if args.serve:
+        if args.mode == "both" or args.refine == "both":
+            parser.error("--serve runs one configuration: give --mode and --refine")
+        serve(Frames(args.frames), MODES[args.mode], REFINE[args.refine][0], args.max_faces)
+        return 0
 
     configs = [(m, r) for m in (MODES if args.mode == "both" else (args.mode,)) for r in REFINE[args.refine]]
     if len(configs) == 1:

@@ -28,10 +28,10 @@ venv of its own at $FACE3D_REFERENCE_VENV, default ~/.cache/face3d_ros/mediapipe
 dependency of the package) on the same frames, via benchmarks/mediapipe_reference.py: static_image_mode=False
 against our tracking, True against detect-every-frame; 468 points and refine_landmarks=True (478). "thr x" = our
 fps / its fps, "lat x" = our ms p50 / its ms p50; "found" = faces found per frame (median), ours/its.
-"Paired rounds" (--rounds): the target comparison (1 face, 640x480, tracking) again, our pipeline and MediaPipe's
-taking turns on the same frames (who goes first alternates), so that each round's ratio compares two runs seconds
-apart: on a shared machine whose speed drifts by 1.5x within minutes, the median of those ratios is the number
-to quote. "CPU time x" = our CPU ms per frame / its (all threads of each process).
+"Paired blocks" (--blocks, --block-frames): the target comparison (1 face, 640x480, tracking) again, our
+pipeline and a MediaPipe face mesh kept running in its own process taking turns on the same blocks of 50 frames
+(who goes first alternates), so that each block's ratio compares two runs a fraction of a second apart: on a
+shared machine whose speed drifts by 1.5x within minutes, the median of those ratios is the number to quote. "CPU time x" = our CPU ms per frame / its (all threads of each process).
 """
 from __future__ import annotations
 
@@ -277,41 +277,98 @@ def reference_scene(python: Path, n_faces: int, size_name: str, n_frames: int, w
     return {"mediapipe": report, **scene}
 
 
-def paired_rounds(python: Path, args, rounds: int) -> list[dict]:
-    """The target comparison (1 face, 640x480, tracking), robust to a machine whose speed drifts: our pipeline
-    and MediaPipe's face mesh take turns on the same frames, `rounds` times (which one goes first alternates),
-    and each round's ratio compares two runs a few seconds apart. Prints one line per point count."""
+def paired_blocks(python: Path, args, blocks: int, block_frames: int) -> list[dict]:
+    """The target comparison (1 face, 640x480, tracking), robust to a machine whose speed drifts within seconds:
+    our pipeline and a MediaPipe face mesh kept running in its own process (mediapipe_reference.py --serve) take
+    turns on the same blocks of `block_frames` frames (who goes first alternates), and each block's ratio
+    compares two runs a fraction of a second apart. Both walk the frames forth and back, so the motion never
+    jumps and both trackers stay on the face. Prints one line per point count."""
     out = []
+    n_frames = args.frames + args.warmup
     with tempfile.TemporaryDirectory(prefix="face3d-frames-") as tmp:
-        frames = Path(tmp) / "frames.npz"
-        write_frames(frames, 1, "640x480", args.frames + args.warmup)
+        path = Path(tmp) / "frames.npz"
+        write_frames(path, 1, "640x480", n_frames)
+        frames = [image for image, _ in tiled_frames(1, SIZES["640x480"], n_frames)]
+        order = list(range(n_frames)) + list(range(n_frames - 2, 0, -1))
         for iris in ((True, False) if args.rows_468 else (True,)):
-            ours, theirs = [], []
-            for r in range(rounds):
-                for reference_turn in ((False, True) if r % 2 == 0 else (True, False)):
-                    if not reference_turn:
-                        ours.append(run_scene(1, "640x480", True, args.frames, args.warmup, args.threads, iris,
-                                              None, args.iris_model))
-                        continue
-                    report = run_reference(python, frames, 1, args.warmup, "tracking", "yes" if iris else "no")
-                    if "error" in report:
-                        print(f"paired rounds: reference failed: {report['error']}")
-                        return out
-                    theirs.append(report["runs"][0])
-            thr = np.array([o["fps"] / t["fps"] for o, t in zip(ours, theirs)])
-            cpu = np.array([o["cpu_ms_per_frame"] / t["cpu_ms_per_frame"] for o, t in zip(ours, theirs)])
-            row = {"points": 478 if iris else 468, "rounds": rounds, "frames": args.frames,
-                   "our_fps": [o["fps"] for o in ours], "reference_fps": [t["fps"] for t in theirs],
-                   "throughput_ratio": thr.tolist(), "throughput_ratio_median": float(np.median(thr)),
-                   "cpu_ratio": cpu.tolist(), "cpu_ratio_median": float(np.median(cpu)),
-                   "same_faces": all(o["faces_found_median"] == t["faces_found_median"] for o, t in zip(ours, theirs))}
+            row = paired_row(python, path, frames, order, iris, args, blocks, block_frames)
+            if "error" in row:
+                print(f"paired blocks: reference failed: {row['error']}")
+                return out
             out.append(row)
+            q25, q75 = row["throughput_ratio_quartiles"]
             print(f"  {row['points']} pts vs MediaPipe {'refined' if iris else 'plain'}: throughput x median "
-                  f"{row['throughput_ratio_median']:.2f} (rounds {' '.join(f'{v:.2f}' for v in thr)}); ours "
-                  f"{np.median(row['our_fps']):.0f} fps, MediaPipe {np.median(row['reference_fps']):.0f} fps; "
-                  f"CPU time x {row['cpu_ratio_median']:.2f}" + ("" if row["same_faces"] else "; faces found differ!"),
-                  flush=True)
+                  f"{row['throughput_ratio_median']:.2f} (middle half of the blocks {q25:.2f}-{q75:.2f}); ours "
+                  f"{row['our_fps']:.0f} fps, MediaPipe {row['reference_fps']:.0f} fps; CPU time x "
+                  f"{row['cpu_ratio_median']:.2f}" + ("" if row["same_faces"] else "; faces found differ!"), flush=True)
     return out
+
+
+def paired_row(python: Path, path: Path, frames: list, order: list[int], iris: bool, args, blocks: int,
+               block_frames: int) -> dict:
+    """One point count of paired_blocks: {"points", "throughput_ratio_median", ...} or {"error": why}."""
+    config = PipelineConfig().updated({"tracking.enabled": True, "backend.threads": args.threads,
+                                       "backend.backend": "cpu", "landmarks.refine_iris": iris,
+                                       "landmarks.iris_model": args.iris_model, "detector.max_faces": 1})
+    pipeline = FacePipeline(config)
+    camera = CameraModel.default_for(640, 480)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen([str(python), "-I", str(REFERENCE_SCRIPT), str(path), "--serve", "--mode", "tracking",
+                                 "--refine", "yes" if iris else "no", "--max-faces", "1"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+        try:
+            if not proc.stdout.readline():
+                errors.seek(0)
+                return {"error": (errors.read().strip().splitlines() or [f"exit status {proc.wait()}"])[-1]}
+            stamp_ns = [0]
+
+            def ours(indices):
+                ms, faces = [], []
+                cpu_start = time.process_time()
+                for i in indices:
+                    stamp_ns[0] += 33_333_333
+                    start = time.perf_counter()
+                    faces.append(len(pipeline.process(frames[i], camera, stamp_ns[0])))
+                    ms.append((time.perf_counter() - start) * 1e3)
+                return ms, (time.process_time() - cpu_start) * 1e3, faces
+
+            def theirs(indices):
+                proc.stdin.write(json.dumps(indices) + "\n")
+                proc.stdin.flush()
+                reply = json.loads(proc.stdout.readline())
+                return reply["ms"], reply["cpu_ms"], reply["faces"]
+
+            position = 0
+
+            def take(count):
+                nonlocal position
+                indices = [order[(position + k) % len(order)] for k in range(count)]
+                position += count
+                return indices
+
+            warmup = take(args.warmup)
+            ours(warmup), theirs(warmup)
+            ratios, cpu_ratios, our_ms, their_ms, same_faces = [], [], [], [], True
+            for b in range(blocks):
+                indices = take(block_frames)
+                if b % 2:
+                    (t_ms, t_cpu, t_faces), (o_ms, o_cpu, o_faces) = theirs(indices), ours(indices)
+                else:
+                    (o_ms, o_cpu, o_faces), (t_ms, t_cpu, t_faces) = ours(indices), theirs(indices)
+                ratios.append(float(np.median(t_ms) / np.median(o_ms)))
+                cpu_ratios.append(o_cpu / t_cpu)
+                our_ms += o_ms
+                their_ms += t_ms
+                same_faces = same_faces and o_faces == t_faces
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+    return {"points": 478 if iris else 468, "blocks": blocks, "block_frames": block_frames,
+            "our_fps": 1000.0 / float(np.median(our_ms)), "reference_fps": 1000.0 / float(np.median(their_ms)),
+            "throughput_ratio": ratios, "throughput_ratio_median": float(np.median(ratios)),
+            "throughput_ratio_quartiles": [float(q) for q in np.percentile(ratios, [25, 75])],
+            "cpu_ratio": cpu_ratios, "cpu_ratio_median": float(np.median(cpu_ratios)), "same_faces": same_faces}
 
 
 def compare(ours: dict, reference: dict) -> tuple[dict, str]:
@@ -351,9 +408,10 @@ def main(argv=None) -> int:
                         help="landmarks.iris_model of the 478-point rows (default %(default)s)")
     parser.add_argument("--no-468", dest="rows_468", action="store_false",
                         help="skip the refine_iris=False (468-point) rows")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="paired rounds of the target comparison, ours and MediaPipe's alternately (default 6, "
-                             "4 with --quick; 0: skip)")
+    parser.add_argument("--blocks", type=int, default=None,
+                        help="paired blocks of the target comparison, ours and MediaPipe's alternately (default 60, "
+                             "20 with --quick; 0: skip)")
+    parser.add_argument("--block-frames", type=int, default=50, help="frames per paired block")
     parser.add_argument("--rss-frames", type=int, default=None,
                         help="frames of the RSS check (default 10000, 2000 with --quick; 0: skip)")
     parser.add_argument("--ros-seconds", type=float, default=5.0, help="latency window per ROS row (30 Hz)")
@@ -423,11 +481,11 @@ def core_part(args, scenes) -> dict:
               "(478) against our 478-point rows, 'plain' (468) against our 468-point rows; thr x = our fps / its fps, "
               "lat x = our p50 / its p50; '!': it found a different number of faces")
     out = {"results": results, "peak_rss_mb": peak_rss_mb, "reference": reference_info}
-    rounds = args.rounds if args.rounds is not None else (4 if args.quick else 6)
-    if ref_python and rounds > 0:
-        print(f"paired rounds (1 face 640x480 tracking; ours and MediaPipe's face mesh take turns on the same "
-              f"{args.frames} frames, {rounds} rounds each):")
-        out["paired"] = paired_rounds(ref_python, args, rounds)
+    blocks = args.blocks if args.blocks is not None else (20 if args.quick else 60)
+    if ref_python and blocks > 0:
+        print(f"paired blocks (1 face 640x480 tracking; ours and a running MediaPipe face mesh take turns, "
+              f"{blocks} blocks of the same {args.block_frames} frames each; ratios per block):")
+        out["paired"] = paired_blocks(ref_python, args, blocks, args.block_frames)
     rss_frames = args.rss_frames if args.rss_frames is not None else (2000 if args.quick else 10000)
     if rss_frames:
         start = time.monotonic()
