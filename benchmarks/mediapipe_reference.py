@@ -115,13 +115,18 @@ def busy_threads(before: dict, after: dict, share: float = 0.05) -> list[dict]:
     return sorted(busy, key=lambda t: -t["cpu_s"])
 
 
-def run_one(frames: Frames, static: bool, refine: bool, max_faces: int, warmup: int) -> dict:
+def face_mesh(static: bool, refine: bool, max_faces: int):
+    """MediaPipe's legacy face mesh solution with its default confidences."""
     import mediapipe as mp
 
-    threads_at_start = len(thread_cpu())
-    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
+    return mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
                                            refine_landmarks=refine, min_detection_confidence=0.5,
                                            min_tracking_confidence=0.5)
+
+
+def run_one(frames: Frames, static: bool, refine: bool, max_faces: int, warmup: int) -> dict:
+    threads_at_start = len(thread_cpu())
+    mesh = face_mesh(static, refine, max_faces)
     ms, cpu, found, points = [], [], [], 0
     threads_before = None
     with mesh:
@@ -167,12 +172,8 @@ def run_one(frames: Frames, static: bool, refine: bool, max_faces: int, warmup: 
 
 def serve(frames: Frames, static: bool, refine: bool, max_faces: int) -> None:
     """Blocks of frames on request (see --serve in the module docstring); the face mesh keeps its state."""
-    import mediapipe as mp
-
     images = [frames.rgb_frame(i) for i in range(len(frames))]   # decoded up front: the blocks are timed alone
-    mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=max_faces,
-                                           refine_landmarks=refine, min_detection_confidence=0.5,
-                                           min_tracking_confidence=0.5)
+    mesh = face_mesh(static, refine, max_faces)
     with mesh:
         print(json.dumps({"ready": len(images)}), flush=True)
         for line in sys.stdin:

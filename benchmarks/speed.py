@@ -139,17 +139,21 @@ def tiled_frames(n_faces: int, size: tuple[int, int], n_frames: int, fps: float 
         yield canvas, int(i * 1e9 / fps)
 
 
+def scene_config(n_faces: int, tracking: bool, threads: int, iris: bool, iris_model: str) -> PipelineConfig:
+    """The pipeline configuration of a benchmark scene, on the CPU backend. Detect-every-frame: one detection and
+    one landmark pass per face, like MediaPipe's static mode (the single-image accuracy extras, second_pass and
+    mirror_average, would triple the landmark work)."""
+    return PipelineConfig().updated({"tracking.enabled": tracking, "backend.threads": threads,
+                                     "backend.backend": "cpu", "landmarks.refine_iris": iris,
+                                     "landmarks.iris_model": iris_model,
+                                     "landmarks.second_pass": False, "landmarks.mirror_average": False,
+                                     # as the reference's max_num_faces: with that many tracked, no detector
+                                     "detector.max_faces": n_faces})
+
+
 def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmup: int, threads: int,
               iris: bool = True, ros: RosStages | None = None, iris_model: str = "attention") -> dict:
-    # detect-every-frame: one detection and one landmark pass per face, like MediaPipe's static mode (the
-    # single-image accuracy extras, second_pass and mirror_average, would triple the landmark work)
-    config = PipelineConfig().updated({"tracking.enabled": tracking, "backend.threads": threads,
-                                       "backend.backend": "cpu", "landmarks.refine_iris": iris,
-                                       "landmarks.iris_model": iris_model,
-                                       "landmarks.second_pass": False, "landmarks.mirror_average": False,
-                                       # as the reference's max_num_faces: with that many tracked, no detector
-                                       "detector.max_faces": n_faces})
-    pipeline = FacePipeline(config)
+    pipeline = FacePipeline(scene_config(n_faces, tracking, threads, iris, iris_model))
     width, height = SIZES[size_name]
     camera = CameraModel.default_for(width, height)
     frames = list(tiled_frames(n_faces, SIZES[size_name], n_frames + warmup))
@@ -248,15 +252,19 @@ def write_frames(path: Path, n_faces: int, size_name: str, n_frames: int) -> Non
                 np.lib.format.write_array(f, image)
 
 
+def reference_env() -> dict:
+    """This environment without our Python paths: the reference venv must not import this checkout."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def run_reference(python: Path, frames: Path, n_faces: int, warmup: int, mode: str = "both",
                   refine: str = "both") -> dict:
     """mediapipe_reference.py's report on `frames` ({"runs": [...], ...}), or {"error": why}."""
     with tempfile.TemporaryDirectory(prefix="face3d-reference-") as tmp:
         out = Path(tmp) / "reference.json"
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), str(frames), "--max-faces", str(n_faces),
                                "--warmup", str(warmup), "--mode", mode, "--refine", refine, "--json", str(out)],
-                              capture_output=True, text=True, env=env)
+                              capture_output=True, text=True, env=reference_env())
         if proc.returncode or not out.exists():
             return {"error": (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]}
         return json.loads(out.read_text())
@@ -307,16 +315,13 @@ def paired_blocks(python: Path, args, blocks: int, block_frames: int) -> list[di
 def paired_row(python: Path, path: Path, frames: list, order: list[int], iris: bool, args, blocks: int,
                block_frames: int) -> dict:
     """One point count of paired_blocks: {"points", "throughput_ratio_median", ...} or {"error": why}."""
-    config = PipelineConfig().updated({"tracking.enabled": True, "backend.threads": args.threads,
-                                       "backend.backend": "cpu", "landmarks.refine_iris": iris,
-                                       "landmarks.iris_model": args.iris_model, "detector.max_faces": 1})
-    pipeline = FacePipeline(config)
+    pipeline = FacePipeline(scene_config(1, True, args.threads, iris, args.iris_model))
     camera = CameraModel.default_for(640, 480)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen([str(python), "-I", str(REFERENCE_SCRIPT), str(path), "--serve", "--mode", "tracking",
                                  "--refine", "yes" if iris else "no", "--max-faces", "1"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                env=reference_env())
         try:
             if not proc.stdout.readline():
                 errors.seek(0)
