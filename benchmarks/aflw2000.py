@@ -60,6 +60,18 @@ def in_protocol(truth: np.ndarray) -> bool:
     return not np.any(np.abs(truth) > PROTOCOL_MAX_DEG)
 
 
+def points_box(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points.min(0), points.max(0)])
+
+
+def labelled_face(points: np.ndarray, faces: list):
+    """The found face overlapping the labelled one (its 68-point box) most, or None: the face is missed."""
+    if not faces:
+        return None
+    overlap = box_iou(points_box(points)[None], np.array([f.bbox for f in faces]))[0]
+    return faces[int(np.argmax(overlap))] if overlap.max() > 0 else None
+
+
 def signed_angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.asarray(a) - b + 180.0) % 360.0 - 180.0
 
@@ -79,21 +91,19 @@ def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
         faces = pipeline.process(image, CameraModel.default_for(w, h))
-        box = np.concatenate([points.min(0), points.max(0)])
         row = {"image": image_path.name, "yaw_pitch_roll_true": truth.round(3).tolist(), "missed": True}
-        if faces:
-            overlap = box_iou(box[None], np.array([f.bbox for f in faces]))[0]
-            if overlap.max() > 0:
-                face = faces[int(np.argmax(overlap))]
-                estimate = yaw_pitch_roll_deg(face.R_cam_face)
-                estimate_los = yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face)
-                norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
-                nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
-                row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
-                           error=angle_error(estimate, truth).round(3).tolist(), nme=round(float(nme), 5),
-                           signed_error=signed_angle_error(estimate, truth).round(3).tolist(),
-                           signed_error_los=signed_angle_error(estimate_los, truth).round(3).tolist(),
-                           depth_scale=round(face.depth_scale, 4))
+        face = labelled_face(points, faces)
+        if face is not None:
+            box = points_box(points)
+            estimate = yaw_pitch_roll_deg(face.R_cam_face)
+            estimate_los = yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face)
+            norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+            nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
+            row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
+                       error=angle_error(estimate, truth).round(3).tolist(), nme=round(float(nme), 5),
+                       signed_error=signed_angle_error(estimate, truth).round(3).tolist(),
+                       signed_error_los=signed_angle_error(estimate_los, truth).round(3).tolist(),
+                       depth_scale=round(face.depth_scale, 4))
         rows.append(row)
     elapsed = time.perf_counter() - start
     return summarise(rows, skipped, elapsed)
@@ -118,10 +128,8 @@ def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict
             for roll in PERTURB_ROLLS_DEG:
                 M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), roll, zoom)
                 moved = cv2.warpAffine(image, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
-                turned = points @ M[:, :2].T + M[:, 2]
-                box = np.concatenate([turned.min(0), turned.max(0)])
                 faces = pipeline.process(moved, CameraModel.default_for(w, h))
-                found = bool(faces) and box_iou(box[None], np.array([f.bbox for f in faces])).max() > 0
+                found = labelled_face(points @ M[:, :2].T + M[:, 2], faces) is not None
                 row = misses.setdefault(f"{zoom:g}", {})
                 row[f"{roll:+d}"] = row.get(f"{roll:+d}", 0) + (not found)
                 cases += 1
