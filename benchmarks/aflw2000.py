@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Head-pose MAE and 68-point NME on AFLW2000-3D-format data, with the miss rate beside them.
 
-    python benchmarks/aflw2000.py --data ../shared/data/aflw2000_prnet16 [--json out.json]
+    python benchmarks/aflw2000.py --data ../shared/data/aflw2000_prnet16 [--json out.json] [--reference]
 
 Protocol (see README "Accuracy"): images whose labelled |yaw|, |pitch| or |roll| exceed 99 deg are dropped;
 the camera is a pinhole with fx = fy = image width, centred; the face is the detection whose box overlaps
@@ -14,13 +14,20 @@ The MAE is of the camera-relative angles (the pose in the camera frame, as the p
 labels are weak-perspective fits, i.e. relative to the line of sight to the face: the MAE of the angles
 relative to the line of sight (geometry.yaw_pitch_roll_line_of_sight_deg) is printed beside it, with the
 signed mean errors (estimate - label) of both (a bias common to all faces shows there).
+
+`--reference`: the baseline on the same images, scored by the same code: MediaPipe's own Python face mesh
+(mediapipe 0.10.21, static_image_mode=True, run by benchmarks/mediapipe_reference.py in the venv speed.py makes)
+with a plain PnP, with our pose fit, and its refine_landmarks=True points with our pose fit.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -29,9 +36,10 @@ from scipy.io import loadmat  # MATLAB v5 reader: plain arrays, no code executio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E402
-from face3d_ros.core.roi import box_iou  # noqa: E402
-from face3d_ros.core.geometry import (landmarks_68, yaw_pitch_roll_deg,  # noqa: E402
+from face3d_ros.core.geometry import (MESH_POINTS, HeadPoseSolver, landmarks_68, yaw_pitch_roll_deg,  # noqa: E402
                                       yaw_pitch_roll_line_of_sight_deg)
+from face3d_ros.core.roi import box_iou, landmark_box  # noqa: E402
+from face3d_ros.core.types import Face, InputError  # noqa: E402
 
 PROTOCOL_MAX_DEG = 99.0
 YAW_BINS = ((0, 30), (30, 60), (60, 90))
@@ -80,6 +88,24 @@ def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(signed_angle_error(a, b))
 
 
+def score(image_name: str, truth: np.ndarray, points: np.ndarray, faces: list) -> dict:
+    """One image's row: missed, or the found face's angle errors and 68-point NME."""
+    row = {"image": image_name, "yaw_pitch_roll_true": truth.round(3).tolist(), "missed": True}
+    face = labelled_face(points, faces)
+    if face is not None:
+        box = points_box(points)
+        estimate = yaw_pitch_roll_deg(face.R_cam_face)
+        estimate_los = yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face)
+        norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
+        nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
+        row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
+                   error=angle_error(estimate, truth).round(3).tolist(), nme=round(float(nme), 5),
+                   signed_error=signed_angle_error(estimate, truth).round(3).tolist(),
+                   signed_error_los=signed_angle_error(estimate_los, truth).round(3).tolist(),
+                   depth_scale=round(face.depth_scale, 4))
+    return row
+
+
 def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
     pipeline = FacePipeline(config)
     rows, skipped = [], 0
@@ -90,23 +116,89 @@ def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
             continue
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         h, w = image.shape[:2]
-        faces = pipeline.process(image, CameraModel.default_for(w, h))
-        row = {"image": image_path.name, "yaw_pitch_roll_true": truth.round(3).tolist(), "missed": True}
-        face = labelled_face(points, faces)
-        if face is not None:
-            box = points_box(points)
-            estimate = yaw_pitch_roll_deg(face.R_cam_face)
-            estimate_los = yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face)
-            norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
-            nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
-            row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
-                       error=angle_error(estimate, truth).round(3).tolist(), nme=round(float(nme), 5),
-                       signed_error=signed_angle_error(estimate, truth).round(3).tolist(),
-                       signed_error_los=signed_angle_error(estimate_los, truth).round(3).tolist(),
-                       depth_scale=round(face.depth_scale, 4))
-        rows.append(row)
-    elapsed = time.perf_counter() - start
-    return summarise(rows, skipped, elapsed)
+        rows.append(score(image_path.name, truth, points, pipeline.process(image, CameraModel.default_for(w, h))))
+    return summarise(rows, skipped, time.perf_counter() - start)
+
+
+# --- reference: MediaPipe's own face mesh on the same images, in its own venv (see speed.py) ---
+
+REFERENCE_MAX_FACES = 5     # some images hold more than one face; the labelled one is matched as for ours
+
+
+def mediapipe_landmarks(python: Path, image_paths: list[Path], refine: bool) -> list[tuple[CameraModel, list]]:
+    """MediaPipe face mesh (static_image_mode=True, its default confidences) on each image: per image, the
+    default camera for its size and the (468 or 478, 3) pixel landmarks of every face it found."""
+    from speed import REFERENCE_SCRIPT, reference_env
+    with tempfile.TemporaryDirectory(prefix="face3d-aflw-") as tmp:
+        frames, out = Path(tmp) / "frames.npz", Path(tmp) / "landmarks.json"
+        with zipfile.ZipFile(frames, "w") as npz:   # one image in memory at a time, as np.savez stores them
+            for i, path in enumerate(image_paths):
+                with npz.open(f"frame_{i:05d}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, cv2.imread(str(path), cv2.IMREAD_COLOR))
+        proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), str(frames), "--landmarks", str(out),
+                               "--mode", "static", "--refine", "yes" if refine else "no",
+                               "--max-faces", str(REFERENCE_MAX_FACES)],
+                              capture_output=True, text=True, env=reference_env())
+        if proc.returncode or not out.exists():
+            raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1])
+        found = json.loads(out.read_text())["frames"]
+    return [(CameraModel.default_for(frame["width"], frame["height"]),
+             [np.array(face["landmarks_px"], dtype=np.float64) for face in frame["faces"]]) for frame in found]
+
+
+def pnp_pose(solver: HeadPoseSolver, landmarks_px: np.ndarray, camera: CameraModel):
+    """The plain baseline: the canonical face (metres) fitted to the 468 2D points by SQPnP, then
+    Levenberg-Marquardt on the reprojection error (OpenCV), no weights. (R_cam_face, t_cam_face) or None."""
+    model = solver.face.vertices_face[:MESH_POINTS]
+    image = np.ascontiguousarray(landmarks_px[:MESH_POINTS, :2])
+    ok, rvec, tvec = cv2.solvePnP(model, image, camera.K, camera.D, flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:
+        return None
+    rvec, tvec = cv2.solvePnPRefineLM(model, image, camera.K, camera.D, rvec, tvec)
+    return cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+
+
+def reference_faces(landmarks: list[np.ndarray], camera: CameraModel, solver: HeadPoseSolver,
+                    fit: str) -> list[Face]:
+    """Faces from MediaPipe's landmarks, posed by `fit`: "pnp" (pnp_pose) or "ours" (HeadPoseSolver.solve)."""
+    faces = []
+    for points in landmarks:
+        face = Face(bbox=landmark_box(points), detection_score=1.0, roi=None, landmarks_px=points)
+        if fit == "pnp":
+            pose = pnp_pose(solver, points, camera)
+            if pose is None:
+                continue
+            face.R_cam_face, face.t_cam_face = pose
+        else:
+            try:
+                pose = solver.solve(points, camera)
+            except InputError:
+                continue
+            face.R_cam_face, face.t_cam_face, face.depth_scale = pose.R_cam_face, pose.t_cam_face, pose.depth_scale
+        faces.append(face)
+    return faces
+
+
+REFERENCE_ROWS = (("MediaPipe face mesh (468) + PnP", False, "pnp"),
+                  ("MediaPipe face mesh (468) + our pose fit", False, "ours"),
+                  ("MediaPipe face mesh refined (478) + our pose fit", True, "ours"))
+
+
+def evaluate_reference(data: Path, python: Path, config: PipelineConfig, limit: int = 0) -> dict:
+    """The REFERENCE_ROWS on the same images, protocol and face matching as ours: {row name: summary}."""
+    labelled = list(labelled_images(data, limit))
+    kept = [(path, truth, points) for path, truth, points in labelled if in_protocol(truth)]
+    solver = HeadPoseSolver(config.pose, models_dir=config.backend.models_dir)
+    results, landmarks = {}, {}
+    for name, refine, fit in REFERENCE_ROWS:
+        if refine not in landmarks:
+            landmarks[refine] = mediapipe_landmarks(python, [path for path, _, _ in kept], refine)
+        rows = []
+        start = time.perf_counter()
+        for (path, truth, points), (camera, found) in zip(kept, landmarks[refine]):
+            rows.append(score(path.name, truth, points, reference_faces(found, camera, solver, fit)))
+        results[name] = summarise(rows, len(labelled) - len(kept), time.perf_counter() - start)
+    return results
 
 
 PERTURB_ZOOMS = (0.7, 1.0, 1.3)
@@ -165,7 +257,7 @@ def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
     return summary
 
 
-def print_summary(s: dict) -> None:
+def print_summary(s: dict, timed: bool = True) -> None:
     print(f"images {s['images']}  evaluated {s['evaluated']} (protocol dropped {s['protocol_dropped']})")
     print(f"missed {s['missed']} = {100 * s['miss_rate']:.1f}%  (of them beyond 60 deg yaw: "
           f"{s['missed_beyond_60deg_yaw']})")
@@ -178,7 +270,8 @@ def print_summary(s: dict) -> None:
     bins = "  ".join(f"{lo}-{hi}: {100 * s[f'nme_yaw_{lo}_{hi}']:.2f}% (n={s[f'count_yaw_{lo}_{hi}']})"
                      for lo, hi in YAW_BINS)
     print(f"68-point NME by |yaw|: {bins}  mean {100 * s['nme_mean_of_bins']:.2f}%")
-    print(f"time {1000 * s['seconds_per_image']:.1f} ms per image (whole pipeline, incl. decoding)")
+    if timed:
+        print(f"time {1000 * s['seconds_per_image']:.1f} ms per image (whole pipeline, incl. decoding)")
 
 
 def main(argv=None) -> int:
@@ -195,6 +288,9 @@ def main(argv=None) -> int:
     parser.add_argument("--perturb", action="store_true",
                         help=f"also count misses with each image turned {PERTURB_ROLLS_DEG} deg and zoomed "
                              f"{PERTURB_ZOOMS}x about its centre")
+    parser.add_argument("--reference", action="store_true",
+                        help="also score MediaPipe's own face mesh on the same images (in its own venv, see "
+                             "speed.py): with a plain PnP, and with our pose fit")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"no data folder {args.data}", file=sys.stderr)
@@ -219,6 +315,16 @@ def main(argv=None) -> int:
               + " ".join(f"{r:+d}" for r in PERTURB_ROLLS_DEG) + " deg:")
         for zoom, row in perturbed["misses_by_zoom_and_roll"].items():
             print(f"  zoom {zoom}: " + " ".join(f"{n:3d}" for n in row.values()))
+    if args.reference:
+        from speed import reference_python
+        python, why = reference_python()
+        if python is None:
+            print(f"reference skipped: {why}")
+        else:
+            summary["reference"] = evaluate_reference(args.data, python, config, args.limit)
+            for name, reference in summary["reference"].items():
+                print(f"\n--- reference: {name}")
+                print_summary(reference, timed=False)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0

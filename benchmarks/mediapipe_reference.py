@@ -7,6 +7,7 @@ benchmarks/speed.py makes that venv and calls this script; by hand:
     python mediapipe_reference.py FRAMES --max-faces 3 --warmup 20 [--mode tracking|static|both]
                                   [--refine no|yes|both] [--json out.json]
     python mediapipe_reference.py FRAMES --serve --mode tracking --refine no    # interleaved blocks, see below
+    python mediapipe_reference.py FRAMES --landmarks out.json --mode static --refine no --max-faces 5
 
 FRAMES is an .npz (keys frame_00000, frame_00001, ... each HxWx3 uint8, or one NxHxWx3 array `frames`; optional
 `channel_order` "bgr" (default, as OpenCV and our pipeline see them) or "rgb") or a folder of PNGs (sorted by name).
@@ -27,6 +28,11 @@ benchmarks/speed.py can interleave it with our pipeline block by block (a shared
 seconds). It reads one JSON list of frame indices per line on stdin and answers each with one JSON line:
 {"ms": [...], "cpu_ms": ..., "faces": [...]} (wall ms per frame, CPU ms of the whole block, faces per frame);
 an empty line or end of input stops it.
+
+`--landmarks OUT` (one configuration): no timing; writes the landmarks of every face found in every frame, for
+benchmarks/aflw2000.py's reference rows: {"frames": [{"width": w, "height": h, "faces": [face, ...]}, ...]}, a face
+being {"landmarks_px": [[x, y, z], ...]} in pixels (x, y in the image; z, MediaPipe's relative depth, scaled by the
+image width as x is).
 """
 from __future__ import annotations
 
@@ -190,6 +196,21 @@ def serve(frames: Frames, static: bool, refine: bool, max_faces: int) -> None:
             print(json.dumps({"ms": ms, "cpu_ms": cpu_ms, "faces": faces}), flush=True)
 
 
+def landmarks(frames: Frames, static: bool, refine: bool, max_faces: int) -> dict:
+    """Every frame's faces as pixel landmarks (see --landmarks in the module docstring)."""
+    found = []
+    with face_mesh(static, refine, max_faces) as mesh:
+        for i in range(len(frames)):
+            image = frames.rgb_frame(i)
+            h, w = image.shape[:2]
+            result = mesh.process(image)
+            found.append({"width": w, "height": h,
+                          "faces": [{"landmarks_px": [[p.x * w, p.y * h, p.z * w] for p in face.landmark]}
+                                    for face in result.multi_face_landmarks or []]})
+    return {"mediapipe_version": importlib.metadata.version("mediapipe"), "static_image_mode": static,
+            "refine_landmarks": refine, "max_num_faces": max_faces, "frames": found}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("frames", type=Path, help=".npz of frames or a folder of PNGs")
@@ -200,12 +221,18 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here (default: stdout)")
     parser.add_argument("--serve", action="store_true",
                         help="process blocks of frames on request (stdin/stdout JSON lines; one --mode and --refine)")
+    parser.add_argument("--landmarks", type=Path, metavar="OUT",
+                        help="write every frame's face landmarks to OUT (JSON; one --mode and --refine), no timing")
     args = parser.parse_args(argv)
 
+    if (args.serve or args.landmarks) and (args.mode == "both" or args.refine == "both"):
+        parser.error("--serve and --landmarks run one configuration: give --mode and --refine")
     if args.serve:
-        if args.mode == "both" or args.refine == "both":
-            parser.error("--serve runs one configuration: give --mode and --refine")
         serve(Frames(args.frames), MODES[args.mode], REFINE[args.refine][0], args.max_faces)
+        return 0
+    if args.landmarks:
+        found = landmarks(Frames(args.frames), MODES[args.mode], REFINE[args.refine][0], args.max_faces)
+        args.landmarks.write_text(json.dumps(found))
         return 0
 
     configs = [(m, r) for m in (MODES if args.mode == "both" else (args.mode,)) for r in REFINE[args.refine]]
