@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -128,19 +126,14 @@ REFERENCE_MAX_FACES = 5     # some images hold more than one face; the labelled 
 def mediapipe_landmarks(python: Path, image_paths: list[Path], refine: bool) -> list[tuple[CameraModel, list]]:
     """MediaPipe face mesh (static_image_mode=True, its default confidences) on each image: per image, the
     default camera for its size and the (468 or 478, 3) pixel landmarks of every face it found."""
-    from speed import REFERENCE_SCRIPT, reference_env
+    from speed import call_reference, write_npz
     with tempfile.TemporaryDirectory(prefix="face3d-aflw-") as tmp:
         frames, out = Path(tmp) / "frames.npz", Path(tmp) / "landmarks.json"
-        with zipfile.ZipFile(frames, "w") as npz:   # one image in memory at a time, as np.savez stores them
-            for i, path in enumerate(image_paths):
-                with npz.open(f"frame_{i:05d}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, cv2.imread(str(path), cv2.IMREAD_COLOR))
-        proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), str(frames), "--landmarks", str(out),
-                               "--mode", "static", "--refine", "yes" if refine else "no",
-                               "--max-faces", str(REFERENCE_MAX_FACES)],
-                              capture_output=True, text=True, env=reference_env())
-        if proc.returncode or not out.exists():
-            raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1])
+        write_npz(frames, (cv2.imread(str(path), cv2.IMREAD_COLOR) for path in image_paths))
+        error = call_reference(python, frames, "--landmarks", out, "--mode", "static",
+                               "--refine", "yes" if refine else "no", "--max-faces", REFERENCE_MAX_FACES, out=out)
+        if error:
+            raise RuntimeError(f"MediaPipe reference failed: {error}")
         found = json.loads(out.read_text())["frames"]
     return [(CameraModel.default_for(frame["width"], frame["height"]),
              [np.array(face["landmarks_px"], dtype=np.float64) for face in frame["faces"]]) for frame in found]

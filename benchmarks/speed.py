@@ -244,12 +244,18 @@ def reference_python() -> tuple[Path | None, str]:
     return python, ""
 
 
-def write_frames(path: Path, n_faces: int, size_name: str, n_frames: int) -> None:
-    """The frames run_scene uses, as the .npz mediapipe_reference.py reads (BGR, as our pipeline gets them)."""
-    with zipfile.ZipFile(path, "w") as npz:   # written one frame at a time, as np.savez would store them
-        for i, (image, _) in enumerate(tiled_frames(n_faces, SIZES[size_name], n_frames)):
+def write_npz(path: Path, images) -> None:
+    """BGR images (any iterable) as the .npz mediapipe_reference.py reads, written one at a time (as np.savez
+    would store them) so that only one is in memory."""
+    with zipfile.ZipFile(path, "w") as npz:
+        for i, image in enumerate(images):
             with npz.open(f"frame_{i:05d}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, image)
+
+
+def write_frames(path: Path, n_faces: int, size_name: str, n_frames: int) -> None:
+    """The frames run_scene uses, as the .npz mediapipe_reference.py reads (BGR, as our pipeline gets them)."""
+    write_npz(path, (image for image, _ in tiled_frames(n_faces, SIZES[size_name], n_frames)))
 
 
 def reference_env() -> dict:
@@ -257,17 +263,23 @@ def reference_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
+def call_reference(python: Path, *args, out: Path) -> str:
+    """Runs mediapipe_reference.py with `args` in the reference venv; "" when it wrote `out`, else why not."""
+    proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), *map(str, args)],
+                          capture_output=True, text=True, env=reference_env())
+    if proc.returncode or not out.exists():
+        return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+    return ""
+
+
 def run_reference(python: Path, frames: Path, n_faces: int, warmup: int, mode: str = "both",
                   refine: str = "both") -> dict:
     """mediapipe_reference.py's report on `frames` ({"runs": [...], ...}), or {"error": why}."""
     with tempfile.TemporaryDirectory(prefix="face3d-reference-") as tmp:
         out = Path(tmp) / "reference.json"
-        proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), str(frames), "--max-faces", str(n_faces),
-                               "--warmup", str(warmup), "--mode", mode, "--refine", refine, "--json", str(out)],
-                              capture_output=True, text=True, env=reference_env())
-        if proc.returncode or not out.exists():
-            return {"error": (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]}
-        return json.loads(out.read_text())
+        error = call_reference(python, frames, "--max-faces", n_faces, "--warmup", warmup, "--mode", mode,
+                               "--refine", refine, "--json", out, out=out)
+        return {"error": error} if error else json.loads(out.read_text())
 
 
 def reference_scene(python: Path, n_faces: int, size_name: str, n_frames: int, warmup: int) -> dict:
