@@ -123,13 +123,13 @@ def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
 REFERENCE_MAX_FACES = 5     # some images hold more than one face; the labelled one is matched as for ours
 
 
-def mediapipe_landmarks(python: Path, image_paths: list[Path], refine: bool) -> list[tuple[CameraModel, list]]:
-    """MediaPipe face mesh (static_image_mode=True, its default confidences) on each image: per image, the
-    default camera for its size and the (468 or 478, 3) pixel landmarks of every face it found."""
+def mediapipe_landmarks(python: Path, images, refine: bool) -> list[tuple[CameraModel, list]]:
+    """MediaPipe face mesh (static_image_mode=True, its default confidences) on each BGR image (any iterable):
+    per image, the default camera for its size and the (468 or 478, 3) pixel landmarks of every face found."""
     from speed import call_reference, write_npz
     with tempfile.TemporaryDirectory(prefix="face3d-aflw-") as tmp:
         frames, out = Path(tmp) / "frames.npz", Path(tmp) / "landmarks.json"
-        write_npz(frames, (cv2.imread(str(path), cv2.IMREAD_COLOR) for path in image_paths))
+        write_npz(frames, images)
         error = call_reference(python, frames, "--landmarks", out, "--mode", "static",
                                "--refine", "yes" if refine else "no", "--max-faces", REFERENCE_MAX_FACES, out=out)
         if error:
@@ -185,7 +185,8 @@ def evaluate_reference(data: Path, python: Path, config: PipelineConfig, limit: 
     results, landmarks = {}, {}
     for name, refine, fit in REFERENCE_ROWS:
         if refine not in landmarks:
-            landmarks[refine] = mediapipe_landmarks(python, [path for path, _, _ in kept], refine)
+            landmarks[refine] = mediapipe_landmarks(
+                python, (cv2.imread(str(path), cv2.IMREAD_COLOR) for path, _, _ in kept), refine)
         rows = []
         start = time.perf_counter()
         for (path, truth, points), (camera, found) in zip(kept, landmarks[refine]):
@@ -198,12 +199,9 @@ PERTURB_ZOOMS = (0.7, 1.0, 1.3)
 PERTURB_ROLLS_DEG = (-45, -30, -15, 0, 15, 30, 45)
 
 
-def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
-    """How often the face is missed when each image is turned in plane and zoomed about its centre (edges
-    replicated): a check that finding faces does not hang on the sample's exact framing. A face counts as
-    missed when no face found overlaps the labelled one's 68-point box carried through the same transform."""
-    pipeline = FacePipeline(config)
-    misses, cases = {}, 0
+def perturbed_images(data: Path, limit: int = 0):
+    """(zoom, roll, image, (68, 2) points): each protocol image turned in plane and zoomed about its centre
+    (edges replicated), its labelled points carried through the same transform."""
     for image_path, truth, points in labelled_images(data, limit):
         if not in_protocol(truth):
             continue
@@ -212,14 +210,37 @@ def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict
         for zoom in PERTURB_ZOOMS:
             for roll in PERTURB_ROLLS_DEG:
                 M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), roll, zoom)
-                moved = cv2.warpAffine(image, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
-                faces = pipeline.process(moved, CameraModel.default_for(w, h))
-                found = labelled_face(points @ M[:, :2].T + M[:, 2], faces) is not None
-                row = misses.setdefault(f"{zoom:g}", {})
-                row[f"{roll:+d}"] = row.get(f"{roll:+d}", 0) + (not found)
-                cases += 1
+                yield (zoom, roll, cv2.warpAffine(image, M, (w, h), borderMode=cv2.BORDER_REPLICATE),
+                       points @ M[:, :2].T + M[:, 2])
+
+
+def count_misses(cases) -> dict:
+    """{misses_by_zoom_and_roll, missed, cases} from (zoom, roll, found) triples."""
+    misses, count = {}, 0
+    for zoom, roll, found in cases:
+        row = misses.setdefault(f"{zoom:g}", {})
+        row[f"{roll:+d}"] = row.get(f"{roll:+d}", 0) + (not found)
+        count += 1
     total = sum(sum(row.values()) for row in misses.values())
-    return {"misses_by_zoom_and_roll": misses, "missed": total, "cases": cases}
+    return {"misses_by_zoom_and_roll": misses, "missed": total, "cases": count}
+
+
+def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
+    """How often the face is missed in the perturbed_images: a check that finding faces does not hang on the
+    sample's exact framing. A face counts as missed when no face found overlaps the labelled one's 68-point
+    box carried through the same transform."""
+    pipeline = FacePipeline(config)
+    return count_misses((zoom, roll, labelled_face(points, pipeline.process(image)) is not None)
+                        for zoom, roll, image, points in perturbed_images(data, limit))
+
+
+def reference_perturbed_misses(data: Path, python: Path, limit: int = 0) -> dict:
+    """perturbed_misses for MediaPipe's face mesh (static_image_mode=True, 468 points)."""
+    cases = [(zoom, roll, points) for zoom, roll, _, points in perturbed_images(data, limit)]
+    found = mediapipe_landmarks(python, (image for _, _, image, _ in perturbed_images(data, limit)), False)
+    return count_misses((zoom, roll, labelled_face(points, [Face(bbox=landmark_box(face), detection_score=1.0,
+                                                                 roi=None) for face in faces]) is not None)
+                        for (zoom, roll, points), (_, faces) in zip(cases, found))
 
 
 def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
@@ -267,6 +288,14 @@ def print_summary(s: dict, timed: bool = True) -> None:
         print(f"time {1000 * s['seconds_per_image']:.1f} ms per image (whole pipeline, incl. decoding)")
 
 
+def print_perturbed(perturbed: dict) -> None:
+    print(f"perturbed: {perturbed['missed']} missed of {perturbed['cases']} "
+          f"({100 * perturbed['missed'] / max(perturbed['cases'], 1):.1f}%); by zoom, then roll "
+          + " ".join(f"{r:+d}" for r in PERTURB_ROLLS_DEG) + " deg:")
+    for zoom, row in perturbed["misses_by_zoom_and_roll"].items():
+        print(f"  zoom {zoom}: " + " ".join(f"{n:3d}" for n in row.values()))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/aflw2000_prnet16")
@@ -301,13 +330,8 @@ def main(argv=None) -> int:
                   row.get("nme"))
     print_summary(summary)
     if args.perturb:
-        perturbed = perturbed_misses(args.data, config, args.limit)
-        summary["perturbed"] = perturbed
-        print(f"perturbed: {perturbed['missed']} missed of {perturbed['cases']} "
-              f"({100 * perturbed['missed'] / max(perturbed['cases'], 1):.1f}%); by zoom, then roll "
-              + " ".join(f"{r:+d}" for r in PERTURB_ROLLS_DEG) + " deg:")
-        for zoom, row in perturbed["misses_by_zoom_and_roll"].items():
-            print(f"  zoom {zoom}: " + " ".join(f"{n:3d}" for n in row.values()))
+        summary["perturbed"] = perturbed_misses(args.data, config, args.limit)
+        print_perturbed(summary["perturbed"])
     if args.reference:
         from speed import reference_python
         python, why = reference_python()
@@ -318,6 +342,10 @@ def main(argv=None) -> int:
             for name, reference in summary["reference"].items():
                 print(f"\n--- reference: {name}")
                 print_summary(reference, timed=False)
+            if args.perturb:
+                summary["reference_perturbed"] = reference_perturbed_misses(args.data, python, args.limit)
+                print("\n--- reference: MediaPipe face mesh (468), ", end="")
+                print_perturbed(summary["reference_perturbed"])
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0
