@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Reference timing: MediaPipe's own Python face mesh (the legacy solution) on the frames of a benchmark scene.
+"""The reference: MediaPipe's own Python face mesh (the legacy solution), timed on the frames of a benchmark scene
+(speed.py) or giving its landmarks for the accuracy benchmark (aflw2000.py --reference).
 
 Runs INSIDE a separate venv that has mediapipe==0.10.21; it never imports face3d_ros or onnxruntime.
 benchmarks/speed.py makes that venv and calls this script; by hand:
