@@ -236,8 +236,13 @@ def perturbed_misses(data: Path, config: PipelineConfig, limit: int = 0) -> dict
 
 def reference_perturbed_misses(data: Path, python: Path, limit: int = 0) -> dict:
     """perturbed_misses for MediaPipe's face mesh (static_image_mode=True, 468 points)."""
-    cases = [(zoom, roll, points) for zoom, roll, _, points in perturbed_images(data, limit)]
-    found = mediapipe_landmarks(python, (image for _, _, image, _ in perturbed_images(data, limit)), False)
+    cases = []
+
+    def images():   # each image perturbed once: its case kept here, its pixels streamed to the reference
+        for zoom, roll, image, points in perturbed_images(data, limit):
+            cases.append((zoom, roll, points))
+            yield image
+    found = mediapipe_landmarks(python, images(), False)
     return count_misses((zoom, roll, labelled_face(points, [Face(bbox=landmark_box(face), detection_score=1.0,
                                                                  roi=None) for face in faces]) is not None)
                         for (zoom, roll, points), (_, faces) in zip(cases, found))

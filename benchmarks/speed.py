@@ -263,12 +263,21 @@ def reference_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
+def reference_command(python: Path, *args) -> list[str]:
+    """The command line that runs mediapipe_reference.py with `args` in the reference venv (with reference_env)."""
+    return [str(python), "-I", str(REFERENCE_SCRIPT), *map(str, args)]
+
+
+def last_error_line(stderr: str, status: int) -> str:
+    """Why a reference run failed: the last line of its stderr, or its exit status."""
+    return (stderr.strip().splitlines() or [f"exit status {status}"])[-1]
+
+
 def call_reference(python: Path, *args, out: Path) -> str:
     """Runs mediapipe_reference.py with `args` in the reference venv; "" when it wrote `out`, else why not."""
-    proc = subprocess.run([str(python), "-I", str(REFERENCE_SCRIPT), *map(str, args)],
-                          capture_output=True, text=True, env=reference_env())
+    proc = subprocess.run(reference_command(python, *args), capture_output=True, text=True, env=reference_env())
     if proc.returncode or not out.exists():
-        return (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        return last_error_line(proc.stderr, proc.returncode)
     return ""
 
 
@@ -307,8 +316,8 @@ def paired_blocks(python: Path, args, blocks: int, block_frames: int) -> list[di
     n_frames = args.frames + args.warmup
     with tempfile.TemporaryDirectory(prefix="face3d-frames-") as tmp:
         path = Path(tmp) / "frames.npz"
-        write_frames(path, 1, "640x480", n_frames)
         frames = [image for image, _ in tiled_frames(1, SIZES["640x480"], n_frames)]
+        write_npz(path, frames)
         order = list(range(n_frames)) + list(range(n_frames - 2, 0, -1))
         for iris in ((True, False) if args.rows_468 else (True,)):
             row = paired_row(python, path, frames, order, iris, args, blocks, block_frames)
@@ -330,14 +339,14 @@ def paired_row(python: Path, path: Path, frames: list, order: list[int], iris: b
     pipeline = FacePipeline(scene_config(1, True, args.threads, iris, args.iris_model))
     camera = CameraModel.default_for(640, 480)
     with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen([str(python), "-I", str(REFERENCE_SCRIPT), str(path), "--serve", "--mode", "tracking",
-                                 "--refine", "yes" if iris else "no", "--max-faces", "1"],
+        proc = subprocess.Popen(reference_command(python, path, "--serve", "--mode", "tracking",
+                                                  "--refine", "yes" if iris else "no", "--max-faces", 1),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True,
                                 env=reference_env())
         try:
             if not proc.stdout.readline():
                 errors.seek(0)
-                return {"error": (errors.read().strip().splitlines() or [f"exit status {proc.wait()}"])[-1]}
+                return {"error": last_error_line(errors.read(), proc.wait())}
             stamp_ns = [0]
 
             def ours(indices):
