@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -519,3 +520,17 @@ def test_launch_file_references_the_real_executable_params_and_profile():
     assert '"face3d_node:face3d_ros.ros.main"' in (REPO / "CMakeLists.txt").read_text()
     for name in ("face3d.yaml", "fastdds_large_images.xml", "face3d.rviz"):
         assert (REPO / "config" / name).is_file()
+
+
+def test_install_puts_the_launch_file_config_and_models_in_the_package_share():
+    """What `ros2 launch face3d_ros face3d.launch.py` and the node read from share/face3d_ros, as the build
+    installed it (colcon's install/ or, on the pip route, <venv>/share); the models' developer scripts stay out.
+    The launch file was once left out by a pattern meant for those scripts."""
+    share = Path(sys.prefix) / "share" / "face3d_ros"
+    if not (share / "package.xml").is_file():
+        pytest.skip(f"face3d_ros is not installed with its ROS parts in {sys.prefix} (scripts/setup_env.sh does)")
+    assert (share / "launch" / "face3d.launch.py").read_text() == (REPO / "launch" / "face3d.launch.py").read_text()
+    for name in ("face3d.yaml", "fastdds_large_images.xml", "face3d.rviz"):
+        assert (share / "config" / name).is_file(), name
+    assert {p.name for p in (REPO / "models").glob("*.onnx")} <= {p.name for p in (share / "models").glob("*.onnx")}
+    assert not list((share / "models").glob("*.py"))
