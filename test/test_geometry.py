@@ -34,14 +34,17 @@ def camera(distortion_model: str = "plumb_bob", D=None, fx: float = 900.0,
 
 
 def project(points_cam: np.ndarray, cam: CameraModel) -> np.ndarray:
-    """Camera-frame points -> distorted pixels, as the raw image shows them."""
+    """Camera-frame points -> distorted pixels, as the raw image shows them (skew included, which OpenCV's
+    projectPoints leaves out: the distorted normalised point, then K)."""
     zero = np.zeros(3)
     if cam.distortion_model == "equidistant":
-        px, _ = cv2.fisheye.projectPoints(points_cam.reshape(-1, 1, 3), zero, zero, cam.K,
+        xy, _ = cv2.fisheye.projectPoints(points_cam.reshape(-1, 1, 3), zero, zero, np.eye(3),
                                           cam.D if cam.D.size else np.zeros(4))
     else:
-        px, _ = cv2.projectPoints(points_cam, zero, zero, cam.K, cam.D if cam.D.size else None)
-    return px.reshape(-1, 2)
+        xy, _ = cv2.projectPoints(points_cam, zero, zero, np.eye(3), cam.D if cam.D.size else None)
+    xy = xy.reshape(-1, 2)
+    K = cam.K
+    return np.column_stack([K[0, 0] * xy[:, 0] + K[0, 1] * xy[:, 1] + K[0, 2], K[1, 1] * xy[:, 1] + K[1, 2]])
 
 
 def synthetic_landmarks(face: G.CanonicalFace, R: np.ndarray, t: np.ndarray, cam: CameraModel,
@@ -374,6 +377,61 @@ def test_distortion_is_removed(face, model, D):
         assert np.linalg.norm(ideal.t_cam_face - pose.t_cam_face) < 1e-3
         assert pose.fit_rmse_px < 0.05
     assert max(shifts) > 10.0                               # the lens really moved the points
+
+
+def test_skewed_camera_with_and_without_distortion(face):
+    """K's skew is honoured whether or not the lens distorts (OpenCV's undistortPoints alone drop K[0, 1]:
+    1.5 deg off with any distortion when this was found)."""
+    solver = G.HeadPoseSolver(PoseConfig(iris_scale=False))
+    R, t = G.rotation_from_yaw_pitch_roll_deg(20, -10, 5), np.array([0.15, -0.05, 0.8])
+    for model, D in (("plumb_bob", np.zeros(0)), ("plumb_bob", np.array([1e-9, 0, 0, 0, 0])),
+                     ("plumb_bob", PLUMB_BOB_D), ("equidistant", EQUIDISTANT_D)):
+        cam = camera(model, D)
+        cam = CameraModel(K=cam.K + np.array([[0, 40.0, 0], [0, 0, 0], [0, 0, 0]]), D=cam.D,
+                          distortion_model=model, width=cam.width, height=cam.height)
+        pose = solver.solve(synthetic_landmarks(face, R, t, cam), cam)
+        assert angle_deg(R, pose.R_cam_face) < 0.01, (model, D)
+        assert np.linalg.norm(pose.t_cam_face - t) < 1e-4, (model, D)
+
+
+def test_equidistant_lens_with_zero_coefficients_is_still_a_fisheye(face):
+    """k1..k4 = 0 (or none) is the ideal f-theta fisheye, not a pinhole: 40 deg off axis the two differ by
+    ~30 cm in where the face is."""
+    solver = G.HeadPoseSolver(PoseConfig(iris_scale=False))
+    R, t = G.R_CAM_FACE_FRONTAL, np.array([0.839, 0.0, 1.0])
+    for D in (np.zeros(4), np.zeros(0)):
+        fisheye = camera("equidistant", D, fx=500.0)
+        pose = solver.solve(synthetic_landmarks(face, R, t, fisheye), fisheye)
+        assert np.linalg.norm(pose.t_cam_face - t) < 1e-4 and angle_deg(R, pose.R_cam_face) < 0.01
+
+
+def test_camera_matrix_must_be_upper_triangular_with_a_unit_corner():
+    K = camera().K
+    shear, tilt = np.zeros((3, 3)), np.zeros((3, 3))
+    shear[1, 0], tilt[2, 1] = 3.0, 1e-3
+    for bad in (0.5 * K, K + shear, K + tilt):
+        with pytest.raises(InputError, match="must be"):
+            CameraModel(K=bad)
+
+
+def test_tracked_face_keeps_its_measured_head_size_when_the_irises_are_not_measurable(face):
+    """A head keeps its size: with the previous image's pose given (tracking), a face whose irises cannot be
+    measured in this image (turned away) keeps the head size measured before instead of the canonical one."""
+    cam = camera(fx=1400.0, size=(1920, 1080))
+    solver = G.HeadPoseSolver(PoseConfig())
+    t = np.array([0.02, 0.01, 0.6])
+    seen = solver.solve(synthetic_landmarks(face, G.rotation_from_yaw_pitch_roll_deg(10, 5, 0), t, cam, 1.1, 0.0117),
+                        cam)
+    assert seen.depth_scale == pytest.approx(1.1, rel=0.03)
+    turned = synthetic_landmarks(face, G.rotation_from_yaw_pitch_roll_deg(45, 5, 0), t, cam, 1.1, 0.0117)
+    alone = solver.solve(turned, cam)
+    assert math.isnan(alone.iris_depth_scale) and alone.depth_scale == 1.0      # gated: the canonical head
+    tracked = solver.solve(turned, cam, previous=seen)
+    assert tracked.depth_scale == seen.depth_scale
+    np.testing.assert_allclose(tracked.t_cam_face, alone.t_cam_face * seen.depth_scale, atol=1e-4)  # 0.1 mm
+    assert np.linalg.norm(tracked.t_cam_face - t) < 0.03 * t[2]                 # where the head really is
+    off = G.HeadPoseSolver(PoseConfig(iris_scale=False)).solve(turned, cam, previous=seen)
+    assert off.depth_scale == 1.0                                               # iris_scale off: never applied
 
 
 def test_noise_lowers_confidence_and_rmse_is_in_pixels(face):

@@ -14,14 +14,14 @@ IRIS_COLOUR = (0, 220, 255)
 
 
 def project(points_cam: np.ndarray, camera: CameraModel) -> np.ndarray:
-    """(N, 3) camera-frame points -> (N, 2) distorted pixel coordinates."""
+    """(N, 3) camera-frame points -> (N, 2) distorted pixel coordinates. OpenCV distorts with an identity K and
+    K is applied here, skew included (its projectPoints ignore K[0, 1])."""
+    points = points_cam.reshape(-1, 1, 3).astype(np.float64)
     if camera.distortion_model == "equidistant":
-        pts = cv2.fisheye.projectPoints(points_cam.reshape(-1, 1, 3).astype(np.float64), np.zeros(3), np.zeros(3),
-                                        camera.K, camera.D if camera.D.size else np.zeros(4))[0]
+        pts = cv2.fisheye.projectPoints(points, np.zeros(3), np.zeros(3), np.eye(3), camera.fisheye_D)[0]
     else:
-        pts = cv2.projectPoints(points_cam.reshape(-1, 1, 3).astype(np.float64), np.zeros(3), np.zeros(3),
-                                camera.K, camera.D if camera.D.size else None)[0]
-    return pts.reshape(-1, 2)
+        pts = cv2.projectPoints(points, np.zeros(3), np.zeros(3), np.eye(3), camera.D if camera.D.size else None)[0]
+    return pts.reshape(-1, 2) @ camera.K[:2, :2].T + camera.K[:2, 2]
 
 
 def draw_faces(image: np.ndarray, faces: list[Face], camera: CameraModel, triangles: np.ndarray,

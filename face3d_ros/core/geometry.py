@@ -355,21 +355,24 @@ def all_finite(a) -> bool:
 
 def undistort_normalised_rows(xy: np.ndarray, camera: CameraModel) -> np.ndarray:
     """Distorted pixel coordinates as (2, N) rows (x, y) -> undistorted normalised image coordinates
-    (x/z, y/z) as (2, N) C-contiguous rows (u, v)."""
+    (x/z, y/z) as (2, N) C-contiguous rows (u, v).
+
+    K is inverted here, skew included, and OpenCV undistorts with an identity K: its undistortPoints ignore
+    K[0, 1] (a skewed camera with any distortion would be off by degrees)."""
+    K = camera.K
+    out = np.empty((2, xy.shape[1]))
+    out[1] = (xy[1] - K[1, 2]) / K[1, 1]
+    out[0] = (xy[0] - K[0, 2] - K[0, 1] * out[1]) / K[0, 0]
     if not camera.has_distortion:
-        K = camera.K
-        out = np.empty((2, xy.shape[1]))
-        out[1] = (xy[1] - K[1, 2]) / K[1, 1]
-        out[0] = (xy[0] - K[0, 2] - K[0, 1] * out[1]) / K[0, 0]
         return out
-    src = np.ascontiguousarray(xy.T, dtype=np.float64).reshape(-1, 1, 2)
+    src = np.ascontiguousarray(out.T).reshape(-1, 1, 2)
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-10)
     if camera.distortion_model == "equidistant":
-        out = cv2.fisheye.undistortPoints(src, camera.K, camera.D.reshape(4, 1), criteria=criteria)
+        out = cv2.fisheye.undistortPoints(src, _EYE3, camera.fisheye_D, criteria=criteria)
     else:
         # cv2.undistortPoints with a criteria iterates to convergence (the default stops after 5 steps,
         # too few for strong barrel distortion at the image edge)
-        out = cv2.undistortPoints(src, camera.K, camera.D, R=None, P=None, criteria=criteria)
+        out = cv2.undistortPoints(src, _EYE3, camera.D, R=None, P=None, criteria=criteria)
     return np.ascontiguousarray(out.reshape(-1, 2).T)
 
 
@@ -406,7 +409,8 @@ class HeadPoseSolver:
               previous: HeadPose | None = None) -> HeadPose:
         """Metric pose of one face from its landmarks (N x 3 pixels, distorted as in the raw image).
 
-        `previous` (this face's pose in the previous image) replaces the PnP start when given.
+        `previous` (this face's pose in the previous image) replaces the PnP start when given, and its head
+        size (depth_scale) stands when the irises are not measurable in this image.
         Raises InputError for landmarks of the wrong shape or with NaN/inf values.
         """
         if not isinstance(camera, CameraModel):
@@ -419,10 +423,11 @@ class HeadPoseSolver:
         uv = undistort_normalised_rows(rows[:2], camera)    # (2, n)
         if not all_finite(uv):
             raise InputError("landmarks cannot be undistorted with this camera model (outside its valid range)")
-        R, t = None, None
+        R, t, previous_scale = None, None, 1.0
         if previous is not None and previous.t_cam_face is not None and previous.R_cam_face is not None:
-            scale = previous.depth_scale if previous.depth_scale > 0 else 1.0
-            t_prev = np.asarray(previous.t_cam_face, dtype=np.float64) / scale
+            if DEPTH_SCALE_RANGE[0] <= previous.depth_scale <= DEPTH_SCALE_RANGE[1]:   # False for NaN
+                previous_scale = previous.depth_scale
+            t_prev = np.asarray(previous.t_cam_face, dtype=np.float64) / previous_scale
             if all_finite(t_prev) and t_prev[2] > 0:
                 R, t = np.asarray(previous.R_cam_face, dtype=np.float64), t_prev
         warm = R is not None
@@ -442,11 +447,15 @@ class HeadPoseSolver:
         error = rmse / face_px
         confidence = score / (1.0 + (error / HALF_CONFIDENCE_ERROR) ** 2) if math.isfinite(error) else 0.0
 
-        scale, measured = 1.0, math.nan
-        if n == MESH_WITH_IRIS_POINTS:
-            measured = self.iris_depth_scale(uv.T, R, t, camera)
-            if self.config.iris_scale and math.isfinite(measured):
-                scale = min(max(measured, DEPTH_SCALE_RANGE[0]), DEPTH_SCALE_RANGE[1])
+        measured = self.iris_depth_scale(uv.T, R, t, camera) if n == MESH_WITH_IRIS_POINTS else math.nan
+        scale = 1.0
+        if self.config.iris_scale and math.isfinite(measured):
+            scale = min(max(measured, DEPTH_SCALE_RANGE[0]), DEPTH_SCALE_RANGE[1])
+        elif self.config.iris_scale and warm:
+            # a head keeps its size: a tracked face whose irises are not measurable in this image (turned,
+            # blinking, further away) keeps the size measured before, rather than the distance jumping by
+            # up to 20% as the measurement comes and goes
+            scale = previous_scale
 
         t_scaled = t * scale
         pose = np.empty((3, 4))     # scale R X + scale t, one call for all vertices

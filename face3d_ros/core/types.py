@@ -42,6 +42,9 @@ class CameraModel:
         if K[0, 0] <= 0 or K[1, 1] <= 0:
             raise InputError(f"camera matrix K has non-positive focal lengths fx={K[0, 0]} fy={K[1, 1]}"
                              " (an all-zero K means an uncalibrated camera)")
+        if K[1, 0] != 0 or np.any(K[2] != (0.0, 0.0, 1.0)):
+            raise InputError(f"camera matrix K must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got rows "
+                             f"{K[1].tolist()} and {K[2].tolist()}")
         if self.distortion_model not in ("plumb_bob", "rational_polynomial", "equidistant"):
             raise InputError(f"unsupported distortion model {self.distortion_model!r}")
         if self.distortion_model == "equidistant" and D.size not in (0, 4):
@@ -53,7 +56,14 @@ class CameraModel:
 
     @property
     def has_distortion(self) -> bool:
-        return bool(self.D.size and np.any(self.D != 0))
+        """Whether pixels must be undistorted: a fisheye (equidistant) lens always, even with zero
+        coefficients (then theta_d = theta: f-theta, not a pinhole); the others when a coefficient is not 0."""
+        return self.distortion_model == "equidistant" or bool(self.D.size and np.any(self.D != 0))
+
+    @property
+    def fisheye_D(self) -> np.ndarray:
+        """The equidistant model's k1..k4 as OpenCV's fisheye functions take them (zeros when D is empty)."""
+        return (self.D if self.D.size else np.zeros(4)).reshape(4, 1)
 
     @classmethod
     def from_fov(cls, width: int, height: int, hfov_deg: float) -> "CameraModel":
