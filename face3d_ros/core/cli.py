@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -23,25 +25,53 @@ from .pipeline import FacePipeline
 from .types import CameraModel, Face, InputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# containers can report 0, NaN or a time base (90000) as the frame rate
+MIN_FPS, MAX_FPS, FALLBACK_FPS = 0.1, 1000.0, 30.0
 
 
 def load_camera_yaml(path: Path) -> CameraModel:
     """A CameraInfo-style YAML (camera_calibration / camera_info_manager format)."""
     import yaml  # safe_load only: never construct arbitrary objects from a file
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise InputError(f"cannot read --camera-info {path}: {err.strerror or err}") from err
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not a CameraInfo YAML (not valid YAML)") from err
     try:
         return CameraModel(K=np.array(data["camera_matrix"]["data"], float).reshape(3, 3),
                            D=np.array(data.get("distortion_coefficients", {}).get("data", []), float),
                            distortion_model=data.get("distortion_model", "plumb_bob"),
                            width=int(data.get("image_width", 0)), height=int(data.get("image_height", 0)))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise InputError(f"{path}: not a CameraInfo YAML ({err})") from err
 
 
-def camera_for(args, width: int, height: int) -> CameraModel:
-    if args.camera_info:
-        return load_camera_yaml(Path(args.camera_info))
-    if args.fx:
+def argument_problem(args) -> str | None:
+    """Why these arguments cannot run (one line for the user), or None."""
+    if not args.input.exists():
+        return f"no such file or folder: {args.input}"
+    given = [name for name in ("fx", "fy", "cx", "cy") if getattr(args, name) is not None]
+    if given and args.camera_info:
+        return "--camera-info and --fx/--fy/--cx/--cy both give the camera: pick one"
+    if given and args.fx is None:
+        return "--fy, --cx and --cy need --fx"
+    for name in given:
+        value, focal = getattr(args, name), name in ("fx", "fy")
+        if not math.isfinite(value) or (focal and value <= 0):
+            return f"--{name} must be a finite number{' > 0' if focal else ''}, got {value:g}"
+    return None
+
+
+def camera_for(args, calibrated: CameraModel | None, width: int, height: int) -> CameraModel:
+    """The camera of one image. InputError where the calibration is for another image size: its poses would
+    be garbage (the node skips such images too)."""
+    if calibrated is not None:
+        if calibrated.width and calibrated.height and (calibrated.width, calibrated.height) != (width, height):
+            raise InputError(f"--camera-info is for {calibrated.width}x{calibrated.height} images but the image "
+                             f"is {width}x{height}")
+        return calibrated
+    if args.fx is not None:
         return CameraModel.from_focal(width, height, args.fx, args.fy, args.cx, args.cy)
     return CameraModel.default_for(width, height)
 
@@ -68,18 +98,33 @@ def write_obj(path: Path, vertices: np.ndarray, triangles: np.ndarray) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def frames(source: Path):
-    """(name, key, image, stamp_ns) for an image, a folder of images, or a video."""
+def video_fps(source: Path) -> float:
+    """The video's frame rate, or FALLBACK_FPS where its container reports none that makes sense."""
+    video = cv2.VideoCapture(str(source))
+    fps = video.get(cv2.CAP_PROP_FPS)
+    video.release()
+    return fps if MIN_FPS <= fps <= MAX_FPS else FALLBACK_FPS
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """The stem of each file, with its extension where two share a stem (a.jpg and a.png would otherwise both
+    write a_face0.obj and a_annotated.jpg)."""
+    shared = {stem for stem, n in Counter(p.stem for p in paths).items() if n > 1}
+    return [f"{p.stem}_{p.suffix[1:]}" if p.stem in shared else p.stem for p in paths]
+
+
+def frames(source: Path, fps: float = FALLBACK_FPS):
+    """(name, key, image, stamp_ns) for an image, a folder of images, or a video (stamped at `fps`)."""
     if source.is_dir():
-        for path in sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            yield path.stem, {"image": str(path)}, cv2.imread(str(path), cv2.IMREAD_COLOR), None
+        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        for name, path in zip(output_names(paths), paths):
+            yield name, {"image": str(path)}, cv2.imread(str(path), cv2.IMREAD_COLOR), None
     elif source.suffix.lower() in IMAGE_SUFFIXES:
         yield source.stem, {"image": str(source)}, cv2.imread(str(source), cv2.IMREAD_COLOR), None
     else:
         video = cv2.VideoCapture(str(source))
         if not video.isOpened():
             raise InputError(f"cannot open {source} as an image, a folder or a video")
-        fps = video.get(cv2.CAP_PROP_FPS) or 30.0
         index = 0
         while True:
             ok, image = video.read()
@@ -90,6 +135,11 @@ def frames(source: Path):
         video.release()
 
 
+def describe(source: Path, key: dict) -> str:
+    """An image's path, or a video's frame, for messages."""
+    return key["image"] if "image" in key else f"{source} frame {key['frame']}"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="face3d-estimate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,9 +148,12 @@ def parse_args(argv=None):
     parser.add_argument("--annotate", type=Path, help="folder for annotated images (or the annotated video)")
     parser.add_argument("--obj", type=Path, help="folder for one OBJ mesh per face per image")
     cam = parser.add_argument_group("camera (default: fx = fy = image width, centred)")
-    cam.add_argument("--camera-info", help="CameraInfo-style YAML with camera_matrix and distortion")
-    for name in ("fx", "fy", "cx", "cy"):
-        cam.add_argument(f"--{name}", type=float)
+    cam.add_argument("--camera-info", help="CameraInfo-style YAML with camera_matrix and distortion; images of "
+                     "another size than its image_width x image_height (when not 0) are skipped")
+    cam.add_argument("--fx", type=float, help="focal length in pixels, instead of --camera-info")
+    cam.add_argument("--fy", type=float, help="default: fx")
+    cam.add_argument("--cx", type=float, help="default: the image centre")
+    cam.add_argument("--cy", type=float, help="default: the image centre")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--detector-range", choices=DETECTOR_RANGES, default=DetectorConfig().detector_range)
@@ -109,34 +162,56 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def tell(message: str) -> int:
+    """One line for the user on stderr; returns 2, the exit status for bad arguments or input."""
+    print(f"face3d-estimate: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    problem = argument_problem(args)
+    if problem:
+        return tell(problem)
+    try:
+        calibrated = load_camera_yaml(Path(args.camera_info)) if args.camera_info else None
+    except InputError as err:
+        return tell(str(err))
     is_video = not (args.input.is_dir() or args.input.suffix.lower() in IMAGE_SUFFIXES)
     config = PipelineConfig().updated({"backend.backend": args.backend, "backend.threads": args.threads,
                                        "detector.detector_range": args.detector_range,
                                        "detector.max_faces": args.max_faces,
                                        "tracking.enabled": is_video,
+                                       # faces from a video's first frame on (the default, 2, holds a new
+                                       # track back one image against one-off false detections)
+                                       "tracking.min_hits": 1,
                                        "smoothing.enabled": not args.no_smoothing})
     try:
         pipeline = FacePipeline(config)
     except ValueError as err:
-        print(f"face3d-estimate: {err}", file=sys.stderr)
-        return 2
+        return tell(str(err))
     triangles = geometry.load_canonical_face().triangles
-    for folder in (args.annotate, args.obj):
+    for folder in (args.annotate, args.obj, args.json and args.json.parent):
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
+    fps = video_fps(args.input) if is_video else FALLBACK_FPS
     out = open(args.json, "w") if args.json else None
     writer = None
-    count = 0
+    count = skipped = 0
     try:
-        for name, key, image, stamp_ns in frames(args.input):
+        for name, key, image, stamp_ns in frames(args.input, fps):
             if image is None:
-                print(f"face3d-estimate: cannot read {key}", file=sys.stderr)
+                tell(f"cannot read image {key['image']}")
+                skipped += 1
                 continue
-            camera = camera_for(args, image.shape[1], image.shape[0])
-            faces = pipeline.process(image, camera, stamp_ns)
+            try:
+                camera = camera_for(args, calibrated, image.shape[1], image.shape[0])
+                faces = pipeline.process(image, camera, stamp_ns)
+            except InputError as err:   # this image only: the others may be fine
+                tell(f"skipped {describe(args.input, key)}: {err}")
+                skipped += 1
+                continue
             count += 1
             if out:
                 out.write(json.dumps({**key, "faces": [face_record(f) for f in faces]}) + "\n")
@@ -149,7 +224,7 @@ def main(argv=None) -> int:
                 if is_video:
                     if writer is None:
                         path = args.annotate / f"{args.input.stem}_annotated.mp4"
-                        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0,
+                        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                                  (image.shape[1], image.shape[0]))
                     writer.write(picture)
                 else:
@@ -157,14 +232,15 @@ def main(argv=None) -> int:
             print(f"{name}: {len(faces)} face(s)" + "".join(
                 f"  [{f.track_id or i}] yaw/pitch/roll {np.round(geometry.yaw_pitch_roll_deg(f.R_cam_face), 1)}"
                 f" deg, t {np.round(f.t_cam_face, 3)} m" for i, f in enumerate(faces) if f.has_pose))
-    except InputError as err:
-        print(f"face3d-estimate: {err}", file=sys.stderr)
-        return 2
+    except InputError as err:   # the source itself (not a video after all)
+        return tell(str(err))
     finally:
         if out:
             out.close()
         if writer is not None:
             writer.release()
+    if count == 0 and skipped:
+        return tell(f"no image processed in {args.input} ({skipped} skipped)")
     if count == 0:
         print(f"face3d-estimate: no image found in {args.input}", file=sys.stderr)
         return 1

@@ -19,9 +19,14 @@ import time
 import traceback
 from collections import deque
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
+try:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+except ModuleNotFoundError as err:   # a core-only `pip install .` installs the face3d-node script too
+    MISSING_ROS = err
+else:
+    MISSING_ROS = None
 
 
 MAX_ESCAPES, ESCAPE_WINDOW_S = 20, 10.0
@@ -51,6 +56,10 @@ def spin(executor, node) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
+    if MISSING_ROS is not None:
+        print(f"face3d-node: the node needs ROS 2 (rclpy and the built face3d_ros messages; see README "
+              f"\"Install\"): {MISSING_ROS}", file=sys.stderr)
+        return 1
     rclpy.init(args=args)
     node = None
     try:
