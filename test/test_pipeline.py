@@ -414,3 +414,61 @@ def test_stamps_going_backwards_restart_tracking():
     assert {f.track_id for faces in first_loop for f in faces} == {"a"}
     assert {f.track_id for faces in second_loop for f in faces} == {"b"}
     assert pipeline.detector_runs == runs + 1   # found again by the detector, then tracked
+
+
+def test_images_with_equal_stamps_are_smoothed_as_if_stamped_at_the_frame_rate(caplog):
+    """A camera driver that does not stamp (every stamp 0): the smoothers took each image for the previous one
+    again, so the pose froze at 3 deg of roll while the head turned to 58 deg. Each such image is now put one
+    frame interval after the previous one (with a warning, once), and a later real stamp restarts nothing."""
+    from face3d_ros.core.synthetic import Motion, moving_face
+
+    def roll(face):
+        return yaw_pitch_roll_deg(face.R_cam_face)[2]
+    frames = list(moving_face(30, motion=Motion(roll_deg_per_s=60)))
+    stamped, unstamped = FacePipeline(PipelineConfig()), FacePipeline(PipelineConfig())
+    rolls = []
+    with caplog.at_level("WARNING", logger="face3d_ros"):
+        for frame in frames:
+            expected = stamped.process(frame.image, None, frame.stamp_ns)
+            faces = unstamped.process(frame.image, None, 0)
+            assert [f.track_id for f in faces] == [f.track_id for f in expected]
+            for face, reference in zip(faces, expected):
+                assert abs(roll(face) - roll(reference)) < 0.1
+            rolls += [roll(f) for f in faces if f.track_id == "a"]
+    assert abs(rolls[-1] - rolls[0]) > 40    # the published head turned with the real one
+    assert ["equals the previous image's" in r.getMessage() for r in caplog.records] == [True]
+    # the interpolated time ran ~1 s ahead of this real stamp: not a stamp going backwards
+    faces = unstamped.process(frames[-1].image, None, 10_000_000)
+    assert [f.track_id for f in faces] == ["a"] and unstamped.tracker.removed_ids == []
+
+
+def test_a_looping_bag_reports_the_dropped_track_as_removed():
+    """Stamps going backwards reset the pipeline before its tracker's update: that update must still list the
+    dropped track in removed_ids (consumers delete its TF frames and markers from them), and only that one."""
+    from face3d_ros.core.synthetic import moving_face
+    pipeline = FacePipeline(PipelineConfig().updated({"tracking.min_hits": 1}))
+    frames = list(moving_face(3))
+    for frame in frames:
+        assert [f.track_id for f in pipeline.process(frame.image, None, frame.stamp_ns)] == ["a"]
+    (face,) = pipeline.process(frames[0].image, None, frames[0].stamp_ns)   # the bag looped
+    assert face.track_id == "b" and pipeline.tracker.removed_ids == ["a"]
+    pipeline.process(frames[1].image, None, frames[1].stamp_ns)
+    assert pipeline.tracker.removed_ids == []
+
+
+def test_settings_fixed_when_the_pipeline_is_built_cannot_be_updated(astronaut):
+    """The models are loaded once: a run-time change of which models run was stored but not done. update_config
+    names every such key and changes nothing, not even the dynamic settings given with them."""
+    pipeline = FacePipeline(PipelineConfig().updated({"tracking.enabled": False}))
+    fixed = {"landmarks.refine_iris": False, "detector.detector_range": "short",
+             "landmarks.iris_model": "iris_landmark", "backend.backend": "cpu"}
+    before = pipeline.config.flat()
+    with pytest.raises(ValueError) as refused:
+        pipeline.update_config({**fixed, "detector.max_faces": 3})
+    assert all(key in str(refused.value) for key in fixed) and "max_faces" not in str(refused.value)
+    assert pipeline.config.flat() == before
+    assert pipeline.process(astronaut)[0].landmarks_px.shape == (478, 3)   # the attention model still runs
+    with pytest.raises(KeyError, match="unknown"):
+        pipeline.update_config({"detector.no_such_setting": 1})
+    pipeline.update_config({"detector.max_faces": 3})
+    assert pipeline.config.detector.max_faces == 3

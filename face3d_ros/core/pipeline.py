@@ -6,6 +6,7 @@ face is lost. With tracking off every image is processed on its own (detector ev
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 
 from .backends import OnnxModel, provider_chain
-from .config import PipelineConfig
+from .config import PipelineConfig, sections
 from .detector import SPECS, BlazeFaceModel, FaceDetector
 from .geometry import (CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, MESH_WITH_IRIS_POINTS, PROCRUSTES_PBTXT,
                        HeadPoseSolver, mesh_mirror_indices)
@@ -34,6 +35,10 @@ DUPLICATE_IOU = 0.5   # two ROIs (or landmark boxes) overlapping more than this 
 # a landmark box this much inside another is part of that face: when a face fills the image, a crop around
 # one eye can score as a face of its own (IoU ~0.15 with the whole face's box)
 NESTED_FRACTION = 0.7
+DEFAULT_FRAME_INTERVAL_NS = 33_333_333   # 30 Hz: assumed between images until their stamps show the interval
+# the settings that may change at run time (config.py marks them dynamic); the others choose what is loaded
+DYNAMIC_SETTINGS = frozenset(f"{name}.{f.name}" for name, section in sections(PipelineConfig())
+                             for f in dataclasses.fields(section) if f.metadata["dynamic"])
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -75,6 +80,51 @@ def required_files(config: PipelineConfig) -> list[str]:
             + [CANONICAL_OBJ, CANONICAL_WITH_IRIS_OBJ, PROCRUSTES_PBTXT])
 
 
+class TrackingClock:
+    """The time tracking and smoothing run on: the images' stamps, except that an image stamped like the one
+    before it (a camera driver that does not stamp, e.g. header.stamp left at 0) is put one frame interval
+    later. At an equal stamp the filters would return their previous output (the same image twice), so the
+    published landmarks and pose would freeze while the face moves.
+
+    The frame interval is the last stamp advance divided by the images it spans (a driver stamping coarsely
+    gives several images each stamp). A stamp that moves forward is its own time unless the interpolated time
+    already ran past it: then it is one frame interval later, so the time never goes backwards (which would
+    reset the tracking) while the stamps do not. Stamps going backwards: `reset()` first.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.stamp_ns: int | None = None     # the last image's stamp
+        self.time_ns = 0                      # and its time
+        self.frame_interval_ns = DEFAULT_FRAME_INTERVAL_NS
+        self._images_on_stamp = 0             # images seen with stamp_ns
+        self._warned = False                  # once per stream, not per image
+
+    def __call__(self, stamp_ns: int) -> int:
+        """The time of the next image, stamped `stamp_ns` (never before the last image's stamp)."""
+        if stamp_ns == self.stamp_ns:
+            self._warn_once()
+            self._images_on_stamp += 1
+            self.time_ns += self.frame_interval_ns
+            return self.time_ns
+        if self.stamp_ns is None:
+            self.time_ns = stamp_ns
+        else:
+            self.frame_interval_ns = max(1, (stamp_ns - self.stamp_ns) // self._images_on_stamp)
+            self.time_ns = max(stamp_ns, self.time_ns + self.frame_interval_ns)
+        self.stamp_ns, self._images_on_stamp = stamp_ns, 1
+        return self.time_ns
+
+    def _warn_once(self) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("image stamp %d ns equals the previous image's: the camera driver does not stamp its "
+                        "images; tracking and smoothing use the frame interval (%.1f ms) instead",
+                        self.stamp_ns, self.frame_interval_ns / 1e6)
+
+
 class FacePipeline:
     """`FacePipeline(config).process(image_bgr, camera, stamp_ns) -> list[Face]`.
 
@@ -112,7 +162,7 @@ class FacePipeline:
         self.detector_runs = 0
         self.stage_ms: dict[str, float] = {}
         self._previous: list[Face] = []
-        self._last_stamp_ns: int | None = None
+        self._clock = TrackingClock()
         self._detect_next = True
 
     @property
@@ -121,15 +171,20 @@ class FacePipeline:
         return found + [m for m in (self.landmarker.verifier, self.iris and self.iris.model) if m]
 
     def update_config(self, values: dict) -> None:
-        """Change run-time settings ("section.name": value); the models stay loaded."""
+        """Change run-time settings ("section.name": value; config.py marks them dynamic); the models stay
+        loaded. Nothing changes on an error: KeyError for an unknown name, ValueError for an invalid value or a
+        setting fixed when the pipeline was built (e.g. which models run: build a new FacePipeline)."""
         config = self.config.updated(values).check()
+        fixed = sorted(set(values) - DYNAMIC_SETTINGS)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change at run time: the pipeline is built with them")
         for name in ("detector", "landmarks", "pose", "tracking", "smoothing"):
             section, new = getattr(self.config, name), getattr(config, name)
             section.__dict__.update(new.__dict__)  # in place: the solver and tracker hold these objects
 
     def reset(self) -> None:
         """Forget the previous images (a new stream; done by `process` itself when stamps go backwards)."""
-        self._last_stamp_ns = None
+        self._clock.reset()
         self._previous = []
         self._detect_next = True
         self.tracker.reset()
@@ -142,7 +197,9 @@ class FacePipeline:
 
     def process(self, image: np.ndarray, camera: CameraModel | None = None,
                 stamp_ns: int | None = None) -> list[Face]:
-        """Faces in `image` (uint8 BGR, BGRA or mono) seen by `camera` (default: see CameraModel.default_for)."""
+        """Faces in `image` (uint8 BGR, BGRA or mono) seen by `camera` (default: see CameraModel.default_for),
+        stamped `stamp_ns` (default: now). Stamps going backwards restart the tracking; an image stamped like
+        the previous one is tracked one frame interval later (see TrackingClock)."""
         image = as_bgr(image)
         h, w = image.shape[:2]
         if camera is None:
@@ -151,9 +208,9 @@ class FacePipeline:
             raise InputError(f"camera must be a CameraModel, got {type(camera).__name__}")
         if stamp_ns is None:
             stamp_ns = time.monotonic_ns()
-        if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
+        if self._clock.stamp_ns is not None and stamp_ns < self._clock.stamp_ns:
             self.reset()   # a new stream or a looping bag: the crops and tracks belong to other images
-        self._last_stamp_ns = stamp_ns
+        time_ns = self._clock(stamp_ns)
         self.stage_ms = defaultdict(float)
         tracking = self.config.tracking.enabled
 
@@ -165,7 +222,7 @@ class FacePipeline:
         if not tracking:
             return faces
         with self._stage("tracking"):
-            return self.tracker.update(faces, stamp_ns)
+            return self.tracker.update(faces, time_ns)
 
     def _solve_pose(self, face: Face, camera: CameraModel) -> bool:
         """Fill in the metric pose; a tracked face starts from its previous pose. False: no valid fit."""

@@ -11,7 +11,8 @@ Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every updat
   include_tentative=True for the tentative ones too.
 - Dropped: a tentative track at its first miss (most are false detections); a confirmed track unmatched in
   more than max_age images in a row, or unmatched with its last match more than max_gap_s ago.
-  `removed_ids` lists the ids dropped by the last update (tentative ones included).
+  `removed_ids` lists the ids the last update dropped and those a `reset()` dropped before it (tentative
+  ones included).
 - Resets: a new track starts fresh filters; a track matched after more than max_gap_s (a gap in the image
   stream) keeps its id but restarts its filters and velocity; a stamp going backwards (a looping bag)
   drops every track. Ids are never reused within a tracker's life.
@@ -85,6 +86,7 @@ class FaceTracker:
         self.tracking = tracking
         self.smoothing = smoothing
         self.removed_ids: list[str] = []
+        self._removed_since_update: list[str] = []   # by reset(): the next update reports them too
         self._tracks: dict[str, Track] = {}
         self._ids_issued = 0
         self._last_stamp_ns: int | None = None
@@ -95,15 +97,18 @@ class FaceTracker:
         return list(self._tracks.values())
 
     def reset(self) -> None:
-        """Drop every track (their ids go to `removed_ids`); ids issued later are still new ones."""
+        """Drop every track (their ids go to `removed_ids` now and at the next update); ids issued later are
+        still new ones."""
         self.removed_ids.extend(self._tracks)
+        self._removed_since_update.extend(self._tracks)
         self._tracks.clear()
 
     def update(self, faces: list[Face], stamp_ns: int, include_tentative: bool = False) -> list[Face]:
         """Track the faces of one image stamped `stamp_ns`; returns the published faces (`published_faces`)."""
-        self.removed_ids = []
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
             self.reset()
+        # a caller that resets then updates (FacePipeline on a looping bag) reads the dropped ids after update
+        self.removed_ids, self._removed_since_update = self._removed_since_update, []
         self._last_stamp_ns = stamp_ns
         self._expire(stamp_ns)
         for track in self._tracks.values():

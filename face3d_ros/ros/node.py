@@ -204,6 +204,7 @@ class Face3dNode(LifecycleNode):
         self._camera_error: str | None = None
         self._fallback_camera: CameraModel | None = None
         self._last_stamp_ns: int | None = None
+        self._stamp_repeated = False    # the last image had the stamp of the one before it
         self._image_size: tuple[int, int] | None = None
         self._stamps: deque[int] = deque(maxlen=GAP_WINDOW + 1)
         self._callback_s: deque[float] = deque(maxlen=GAP_WINDOW)
@@ -515,19 +516,27 @@ class Face3dNode(LifecycleNode):
         self._image_size = size
 
     def _follow_stamps(self, stamp_ns: int) -> None:
-        """Stamps going backwards reset the tracking; gaps in the stamps mean images went missing."""
+        """Stamps going backwards reset the tracking; gaps in the stamps mean images went missing; equal stamps
+        (a driver that does not stamp) are reported."""
         last = self._last_stamp_ns
         self._last_stamp_ns = stamp_ns
+        if stamp_ns == last:
+            self._problem("warning", "stamps_repeated",
+                          f"image stamp {stamp_ns / 1e9:.3f} s equals the previous image's: the camera driver does "
+                          "not stamp its images; smoothing uses the frame interval instead")
+            self._stamp_repeated = True
+            return   # no period to measure
         if last is not None and stamp_ns < last:
             self._problem("info", "stamps_backwards",
                           f"image stamps went backwards by {(last - stamp_ns) / 1e9:.3f} s (a new stream or a "
                           "looping bag): tracking restarts")   # the pipeline resets itself on such stamps
             self._stamps.clear()
         self._stamps.append(stamp_ns)
+        after_repeats, self._stamp_repeated = self._stamp_repeated, False
         stamps = list(self._stamps)
         periods = [b - a for a, b in zip(stamps, stamps[1:]) if b > a]
-        if len(periods) < 4 or stamps[-1] <= stamps[-2]:
-            return
+        if len(periods) < 4 or stamps[-1] <= stamps[-2] or after_repeats:
+            return   # after repeated stamps the last gap spans several images: no sign of missing ones
         median, gap = statistics.median(periods[:-1]), periods[-1]
         if gap <= GAP_FACTOR * median:
             return
