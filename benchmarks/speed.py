@@ -22,6 +22,9 @@ Scenes are real faces (the bundled public-domain astronaut) tiled 1, 3 or 10 tim
 `tracking` (landmarks feed the next crop; the detector runs every detect_interval frames) and
 `detect-every-frame` (tracking off). "inference" is the time inside onnxruntime alone, measured in the same
 run; "overhead" = (frame time - inference) / inference: everything the pipeline adds around the models.
+"Own work, replayed" (--replay-rounds): the 1-face 640x480 tracking scene's frame time outside onnxruntime,
+with the models run between frames against the same frames with the models' recorded outputs handed back
+instead (the pipeline takes the same path; nothing evicts its caches between frames).
 
 Reference (skip with --no-reference): MediaPipe's own Python face mesh (mediapipe 0.10.21 legacy solution, in a
 venv of its own at $FACE3D_REFERENCE_VENV, default ~/.cache/face3d_ros/mediapipe-venv, made on first use; never a
@@ -213,6 +216,67 @@ def rss_over_frames(n_frames: int, threads: int) -> dict:
         if (i + 1) % step == 0:
             marks.append((i + 1, current_rss_mb()))
     return {"frames": n_frames, "peak_rss_mb_after": marks, "growth_mb": marks[-1][1] - marks[0][1]}
+
+
+class RecordedSession:
+    """Stands in for an onnxruntime session: records what the real one returns (`replaying` False), or hands
+    back those outputs in the same order without running the model (`replaying` True)."""
+
+    def __init__(self, session):
+        self.session, self.outputs, self.replaying = session, [], False
+        self._next = iter(())
+
+    def replay(self) -> None:
+        self.replaying, self._next = True, iter(self.outputs)
+
+    def run(self, output_names, feeds):
+        if self.replaying:
+            return next(self._next)
+        outputs = self.session.run(output_names, feeds)
+        self.outputs.append(outputs)
+        return outputs
+
+
+def own_work_ms(frames: list, iris: bool, threads: int, replay: dict | None) -> tuple[float, float, dict]:
+    """(median ms per frame outside onnxruntime, median inference ms, the recording sessions) of the 1-face
+    640x480 tracking scene; with `replay` (the sessions of an earlier run) the models are not run: their
+    recorded outputs come back, so the pipeline takes the same path with nothing evicting its caches."""
+    pipeline = FacePipeline(scene_config(1, True, threads, iris, "attention"))
+    sessions = {}
+    for model in pipeline.models:
+        sessions[model.path.name] = model.session = RecordedSession(model.session)
+        if replay:
+            model.session.outputs = replay[model.path.name].outputs
+            model.session.replay()
+    camera = CameraModel.default_for(*SIZES["640x480"])
+    own, inference = [], []
+    for image, stamp_ns in frames:
+        inference_before = pipeline.inference_ms
+        start = time.perf_counter()
+        pipeline.process(image, camera, stamp_ns)
+        elapsed = (time.perf_counter() - start) * 1e3
+        inference.append(pipeline.inference_ms - inference_before)
+        own.append(elapsed - (0.0 if replay else inference[-1]))
+    return float(np.median(own)), float(np.median(inference)), sessions
+
+
+def overhead_replayed(n_frames: int, rounds: int, threads: int) -> dict:
+    """The pipeline's own work per frame with the models run between frames, against the same work with their
+    recorded outputs replayed (alternating rounds, same frames). The difference is what refilling the caches
+    costs after each model run (the attention model alone streams ~5 MB of weights through them)."""
+    frames = list(tiled_frames(1, SIZES["640x480"], n_frames))
+    out = {}
+    for iris in (True, False):
+        rows = []
+        for _ in range(rounds):
+            run_ms, inference_ms, sessions = own_work_ms(frames, iris, threads, None)
+            replay_ms, _, _ = own_work_ms(frames, iris, threads, sessions)
+            rows.append((run_ms, replay_ms, inference_ms))
+        run_ms, replay_ms, inference_ms = np.median(np.array(rows), axis=0).tolist()
+        out[478 if iris else 468] = {"own_ms_models_run": run_ms, "own_ms_outputs_replayed": replay_ms,
+                                     "inference_ms": inference_ms, "overhead": run_ms / inference_ms,
+                                     "overhead_replayed": replay_ms / inference_ms, "rounds": rows}
+    return out
 
 
 REFERENCE_PINS = ("mediapipe==0.10.21", "numpy<2", "opencv-contrib-python<4.12")  # 0.10.21 needs numpy 1.x
@@ -440,6 +504,9 @@ def main(argv=None) -> int:
     parser.add_argument("--block-frames", type=int, default=50, help="frames per paired block")
     parser.add_argument("--rss-frames", type=int, default=None,
                         help="frames of the RSS check (default 10000, 2000 with --quick; 0: skip)")
+    parser.add_argument("--replay-rounds", type=int, default=3,
+                        help="rounds of the cache check: the pipeline's own work with the models run against "
+                             "their outputs replayed (0: skip)")
     parser.add_argument("--ros-seconds", type=float, default=5.0, help="latency window per ROS row (30 Hz)")
     parser.add_argument("--throughput-hz", type=float, default=100.0, help="camera rate of the ROS throughput phase")
     args = parser.parse_args(argv)
@@ -512,6 +579,15 @@ def core_part(args, scenes) -> dict:
         print(f"paired blocks (1 face 640x480 tracking; ours and a running MediaPipe face mesh take turns, "
               f"{blocks} blocks of the same {args.block_frames} frames each; ratios per block):")
         out["paired"] = paired_blocks(ref_python, args, blocks, args.block_frames)
+    if args.replay_rounds:
+        out["overhead_replayed"] = replayed = overhead_replayed(args.frames, args.replay_rounds, args.threads)
+        print(f"the pipeline's own work per frame (1 face 640x480 tracking, median of {args.replay_rounds} "
+              "alternating rounds): with the models run between frames / with their recorded outputs replayed "
+              "(nothing evicting the caches):")
+        for points, r in replayed.items():
+            print(f"  {points} points: {r['own_ms_models_run']:.2f} ms ({100 * r['overhead']:.0f}% of inference "
+                  f"{r['inference_ms']:.2f} ms) / {r['own_ms_outputs_replayed']:.2f} ms "
+                  f"({100 * r['overhead_replayed']:.0f}%)")
     rss_frames = args.rss_frames if args.rss_frames is not None else (2000 if args.quick else 10000)
     if rss_frames:
         start = time.monotonic()

@@ -1,4 +1,5 @@
-"""The accuracy benchmark's scoring (benchmarks/aflw2000.py) on real faces: what its README numbers rest on."""
+"""The benchmarks' own machinery on real faces: the accuracy scoring (benchmarks/aflw2000.py) and the speed
+benchmark's replay of recorded model outputs (benchmarks/speed.py): what their README numbers rest on."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +15,7 @@ from face3d_ros.core.synthetic import load_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import aflw2000  # noqa: E402
+import speed  # noqa: E402
 
 AFLW = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000_prnet16"
 
@@ -52,3 +54,32 @@ def test_reference_pnp_baseline_agrees_with_our_fit_on_the_astronaut(config):
     assert abs(reference.t_cam_face[2] - face.t_cam_face[2] / face.depth_scale) < 0.05
     [refit] = aflw2000.reference_faces([face.landmarks_px], camera, solver, "ours")
     np.testing.assert_allclose(refit.R_cam_face, face.R_cam_face, atol=1e-6)
+
+
+def test_replayed_model_outputs_take_the_pipeline_down_the_same_path(monkeypatch):
+    """speed.py's cache check compares the pipeline's own work with the models run and with their recorded
+    outputs handed back: that is only the same work if the replay gives the same faces, frame by frame, without
+    running a model."""
+    frames = list(speed.tiled_frames(1, speed.SIZES["640x480"], 40))
+    _, _, recorded = speed.own_work_ms(frames, True, 1, None)
+    assert len(recorded["face_landmark_with_attention.onnx"].outputs) == len(frames)
+    faces = []
+    original_process = FacePipeline.process
+
+    def keep_faces(self, *args):
+        faces.append(original_process(self, *args))
+        return faces[-1]
+
+    monkeypatch.setattr(FacePipeline, "process", keep_faces)
+    speed.own_work_ms(frames, True, 1, None)
+    ran = faces[:]
+    faces.clear()
+    for session in recorded.values():   # a replay that ran a model would fail here
+        session.session = None
+    speed.own_work_ms(frames, True, 1, recorded)
+    assert [len(f) for f in faces] == [len(f) for f in ran]
+    assert sum(len(f) == 1 for f in ran) == len(frames) - 1     # a track is published from its second image
+    for replayed, original in ((r, o) for r, o in zip(faces, ran) if o):
+        np.testing.assert_array_equal(replayed[0].landmarks_px, original[0].landmarks_px)
+        np.testing.assert_array_equal(replayed[0].R_cam_face, original[0].R_cam_face)
+        np.testing.assert_array_equal(replayed[0].t_cam_face, original[0].t_cam_face)
