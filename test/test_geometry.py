@@ -434,6 +434,24 @@ def test_tracked_face_keeps_its_measured_head_size_when_the_irises_are_not_measu
     assert off.depth_scale == 1.0                                               # iris_scale off: never applied
 
 
+def test_tracked_face_averages_its_iris_measurements(face):
+    """One image's iris measurement varies by 5-10% on real video; a tracked head's size is the running mean of
+    its measurements (the last IRIS_MEMORY of them weighing most), so its distance does not jitter with them."""
+    cam = camera(fx=1400.0, size=(1920, 1080))
+    solver = G.HeadPoseSolver(PoseConfig())
+    R, t = G.rotation_from_yaw_pitch_roll_deg(10, 5, 0), np.array([0.02, 0.01, 0.6])
+    pose, measured = None, []
+    for k, head in enumerate((1.12, 1.0, 1.06, 0.95, 1.1)):
+        pose = solver.solve(synthetic_landmarks(face, R, t, cam, head, 0.0117), cam, previous=pose)
+        measured.append(pose.iris_depth_scale)
+        assert pose.iris_samples == k + 1
+        assert pose.depth_scale == pytest.approx(np.mean(measured), rel=1e-9)
+    for _ in range(2 * G.IRIS_MEMORY):
+        pose = solver.solve(synthetic_landmarks(face, R, t, cam, 1.1, 0.0117), cam, previous=pose)
+    assert pose.iris_samples == G.IRIS_MEMORY
+    assert pose.depth_scale == pytest.approx(1.1, rel=0.03)                     # it follows, exponentially
+
+
 def test_noise_lowers_confidence_and_rmse_is_in_pixels(face):
     cam = camera()
     solver = G.HeadPoseSolver(PoseConfig(iris_scale=False))

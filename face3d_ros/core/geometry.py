@@ -77,6 +77,9 @@ MIN_IRIS_DIAMETER_PX = 12.0  # below this an iris is too small to measure a size
 MAX_IRIS_TURN_DEG = 30.0     # face turned further from the camera than this: no iris scale
 MAX_IRIS_DISAGREEMENT = 0.15  # the two eyes' scales must agree within this fraction
 DEPTH_SCALE_RANGE = (0.85, 1.2)  # plausible adult head size relative to the canonical head
+# A tracked head's size is the mean of its iris measurements, the last IRIS_MEMORY weighing most (a running
+# mean of the first ones, then an exponential one): one image's measurement varies by ~5-10%
+IRIS_MEMORY = 10
 
 MIN_FACE_EXTENT_PX = 4.0     # landmarks spanning less than this are no face (collapsed or garbage)
 
@@ -316,7 +319,8 @@ class HeadPose:
     depth_scale and posed into the camera frame (N = the number of input landmarks, 468 or 478).
     fit_rmse_px: RMS reprojection error (pixels) over the points facing the camera.
     confidence in [0, 1] from the fit error relative to the face size and the landmark score.
-    depth_scale: head size relative to the canonical head, from the iris (1.0 = not measured).
+    depth_scale: head size relative to the canonical head, from the iris (1.0 = not measured); iris_samples:
+    how many images' iris measurements it rests on (a tracked face averages them; 0: the canonical head).
     """
 
     R_cam_face: np.ndarray
@@ -325,7 +329,8 @@ class HeadPose:
     fit_rmse_px: float
     confidence: float
     depth_scale: float = 1.0
-    iris_depth_scale: float = float("nan")   # the iris measurement before clamping (nan = none)
+    iris_depth_scale: float = float("nan")   # this image's iris measurement before clamping (nan = none)
+    iris_samples: int = 0
 
 
 def landmark_rows(landmarks_px: np.ndarray) -> np.ndarray:
@@ -423,10 +428,10 @@ class HeadPoseSolver:
         uv = undistort_normalised_rows(rows[:2], camera)    # (2, n)
         if not all_finite(uv):
             raise InputError("landmarks cannot be undistorted with this camera model (outside its valid range)")
-        R, t, previous_scale = None, None, 1.0
+        R, t, previous_scale, previous_samples = None, None, 1.0, 0
         if previous is not None and previous.t_cam_face is not None and previous.R_cam_face is not None:
             if DEPTH_SCALE_RANGE[0] <= previous.depth_scale <= DEPTH_SCALE_RANGE[1]:   # False for NaN
-                previous_scale = previous.depth_scale
+                previous_scale, previous_samples = previous.depth_scale, max(int(previous.iris_samples), 0)
             t_prev = np.asarray(previous.t_cam_face, dtype=np.float64) / previous_scale
             if all_finite(t_prev) and t_prev[2] > 0:
                 R, t = np.asarray(previous.R_cam_face, dtype=np.float64), t_prev
@@ -448,21 +453,23 @@ class HeadPoseSolver:
         confidence = score / (1.0 + (error / HALF_CONFIDENCE_ERROR) ** 2) if math.isfinite(error) else 0.0
 
         measured = self.iris_depth_scale(uv.T, R, t, camera) if n == MESH_WITH_IRIS_POINTS else math.nan
-        scale = 1.0
-        if self.config.iris_scale and math.isfinite(measured):
-            scale = min(max(measured, DEPTH_SCALE_RANGE[0]), DEPTH_SCALE_RANGE[1])
-        elif self.config.iris_scale and warm:
-            # a head keeps its size: a tracked face whose irises are not measurable in this image (turned,
-            # blinking, further away) keeps the size measured before, rather than the distance jumping by
-            # up to 20% as the measurement comes and goes
-            scale = previous_scale
+        scale, samples = 1.0, 0
+        if self.config.iris_scale:
+            # a head keeps its size: a tracked face averages its measurements, and keeps the size measured
+            # before when its irises are not measurable in this image (turned, blinking, further away), rather
+            # than the distance jumping by up to 20% as the measurement comes and goes
+            scale, samples = (previous_scale, previous_samples) if warm else (1.0, 0)
+            if math.isfinite(measured):
+                samples = min(samples + 1, IRIS_MEMORY)
+                scale += (min(max(measured, DEPTH_SCALE_RANGE[0]), DEPTH_SCALE_RANGE[1]) - scale) / samples
 
         t_scaled = t * scale
         pose = np.empty((3, 4))     # scale R X + scale t, one call for all vertices
         pose[:, :3], pose[:, 3] = R * scale, t_scaled
         vertices = cv2.transform(self.face.vertices_face[:n].reshape(n, 1, 3), pose).reshape(n, 3)
         return HeadPose(R_cam_face=R, t_cam_face=t_scaled, vertices_cam=vertices, fit_rmse_px=rmse,
-                        confidence=float(confidence), depth_scale=scale, iris_depth_scale=measured)
+                        confidence=float(confidence), depth_scale=scale, iris_depth_scale=measured,
+                        iris_samples=samples)
 
     def iris_depth_scale(self, uv: np.ndarray, R: np.ndarray, t: np.ndarray, camera: CameraModel) -> float:
         """Head size relative to the canonical head from the two irises, or nan when not measurable.

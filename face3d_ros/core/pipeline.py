@@ -234,7 +234,7 @@ class FacePipeline:
             return False
         face.R_cam_face, face.t_cam_face = pose.R_cam_face, pose.t_cam_face
         face.vertices_cam, face.fit_rmse_px = pose.vertices_cam, pose.fit_rmse_px
-        face.pose_confidence, face.depth_scale = pose.confidence, pose.depth_scale
+        face.pose_confidence, face.depth_scale, face.iris_samples = pose.confidence, pose.depth_scale, pose.iris_samples
         return True
 
     def _landmarks(self, image: np.ndarray, tracking: bool) -> list[Face]:
@@ -275,7 +275,8 @@ class FacePipeline:
         guess of the next fit."""
         return Face(bbox=face.bbox, detection_score=face.detection_score,
                     roi=roi_from_landmarks(face.landmarks_px, face.bbox, self.config.landmarks.roi_scale),
-                    R_cam_face=face.R_cam_face, t_cam_face=face.t_cam_face, depth_scale=face.depth_scale)
+                    R_cam_face=face.R_cam_face, t_cam_face=face.t_cam_face, depth_scale=face.depth_scale,
+                    iris_samples=face.iris_samples)
 
     def _search_models(self, tracking: bool, tracked: list[Face]) -> list:
         """The detector models that search this image: all, except while tracking with no face in view, when

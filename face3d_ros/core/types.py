@@ -123,6 +123,7 @@ class Face:
     fit_rmse_px: float = float("nan")        # RMS reprojection error of the pose fit
     pose_confidence: float = 0.0             # [0, 1], from the fit residual and the landmark score
     depth_scale: float = 1.0                 # head size / canonical head size (from the iris); 1 = not measured
+    iris_samples: int = 0                    # images whose iris measurements depth_scale rests on (0: none)
     track_id: str = ""                       # set by the tracker
     track_age: int = 0
     track_state: int = 0

@@ -75,7 +75,7 @@ def pose_covariance(face: Face, camera: CameraModel) -> np.ndarray:
     f = 0.5 * (camera.K[0, 0] + camera.K[1, 1])
     z = max(float(face.t_cam_face[2]), 1e-3)
     w = max(float(face.bbox[2] - face.bbox[0]), 1.0)
-    prior = DEPTH_PRIOR_UNMEASURED if face.depth_scale == 1.0 else DEPTH_PRIOR_IRIS
+    prior = DEPTH_PRIOR_IRIS if face.iris_samples else DEPTH_PRIOR_UNMEASURED
     sigma_xy = z * s / f
     sigma_z = z * np.hypot(s / w, prior)
     sigma_rot = float(np.clip(2.0 * s / w, MIN_ROTATION_STD, MAX_ROTATION_STD))
