@@ -166,6 +166,16 @@ def test_gray_png_decodes_to_three_channels(bgr):
     check_bgr(conv.compressed_to_bgr(compressed(gray, "png", ".png")), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
 
 
+@pytest.mark.parametrize("bits", [8, 10, 12, 16])
+def test_16bit_png_scales_like_the_raw_16bit_image(bgr, bits):
+    """compressed_image_transport sends mono16 as a 16-bit PNG: it must not be cut to its top 8 bits (10-bit
+    data came out almost black and its faces were missed), but scaled as the same raw mono16 image is."""
+    gray16 = (cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.uint16) << (bits - 8)) + 1
+    out = conv.compressed_to_bgr(compressed(gray16, "mono16; png compressed mono16", ".png"))
+    np.testing.assert_array_equal(out, conv.image_to_bgr(make_image(gray16, "mono16")))
+    assert np.abs(out.astype(int) - expected_16bit(gray16)).max() <= 1
+
+
 @pytest.mark.parametrize("corrupt", ["random", "truncated", "empty"])
 def test_corrupt_compressed_images_raise_a_clear_error(bgr, corrupt):
     msg = compressed(bgr, "png", ".png")

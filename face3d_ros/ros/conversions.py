@@ -108,8 +108,7 @@ def image_to_bgr(msg: Image) -> np.ndarray:
     """sensor_msgs/Image -> uint8 BGR array (H, W, 3), honouring `step` (row padding) and `is_bigendian`.
 
     mono8 and mono16/16UC1 come out as gray BGR. 16-bit images are scaled linearly so that the image's
-    maximum becomes 255 (an all-zero image stays black): 16-bit cameras often carry 10- or 12-bit data,
-    which a fixed division by 256 would leave almost black.
+    maximum becomes 255 (an all-zero image stays black; `peak_scaled_8bit`).
     """
     encoding, width, height, step = msg.encoding, int(msg.width), int(msg.height), int(msg.step)
     what = f"{encoding or '(no encoding)'} image"
@@ -133,11 +132,17 @@ def image_to_bgr(msg: Image) -> np.ndarray:
     else:
         wire = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
         pixels = np.ascontiguousarray(rows).view(wire).reshape(height, width, channels).astype(dtype)
-        peak = int(pixels.max())
-        pixels = cv2.convertScaleAbs(pixels, alpha=255.0 / peak if peak else 0.0).reshape(height, width, channels)
+        pixels = peak_scaled_8bit(pixels).reshape(height, width, channels)
     if to_bgr is None:
         return pixels.copy()  # own the memory: the message's buffer may be read-only or reused
     return cv2.cvtColor(pixels, to_bgr)
+
+
+def peak_scaled_8bit(pixels: np.ndarray) -> np.ndarray:
+    """16-bit (or float) pixels -> uint8, the brightest at 255: 16-bit cameras often carry 10- or 12-bit data,
+    which a fixed division by 256 would leave almost black."""
+    peak = float(pixels.max())
+    return cv2.convertScaleAbs(pixels, alpha=255.0 / peak if peak > 0 else 0.0)
 
 
 def _image_to_bgr_cv_bridge(msg: Image, what: str) -> np.ndarray:
@@ -228,7 +233,8 @@ def _codec_messages():
 
 
 def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg, png, ...; whatever OpenCV decodes) -> uint8 BGR array (H, W, 3)."""
+    """sensor_msgs/CompressedImage (jpeg, png, ...; whatever OpenCV decodes) -> uint8 BGR array (H, W, 3); a
+    16-bit PNG is scaled as a raw 16-bit image is (`peak_scaled_8bit`)."""
     return decode_compressed(msg)[0]
 
 
@@ -252,7 +258,8 @@ def decode_compressed(msg: CompressedImage) -> tuple[np.ndarray, list[str]]:
     what = f"compressed image ({fmt}, {len(data)} bytes) could not be decoded"
     with _codec_messages() as codec:
         try:
-            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+            # at its own depth: a 16-bit PNG (compressed_image_transport's mono16) is scaled as a raw mono16 is
+            bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
         except cv2.error as exc:
             bgr, error = None, str(exc).strip().splitlines()[-1]
         else:
@@ -267,7 +274,7 @@ def decode_compressed(msg: CompressedImage) -> tuple[np.ndarray, list[str]]:
         raise ImageFormatError(f"compressed image ({fmt}, {len(data)} bytes) is corrupt ({'; '.join(corrupt)}): "
                                "skipped rather than processed with wrong pixels", "corrupt")
     _check_image_size(bgr.shape[1], bgr.shape[0], f"decoded {fmt} image")
-    return bgr, warnings
+    return (bgr if bgr.dtype == np.uint8 else peak_scaled_8bit(bgr)), warnings
 
 
 def bgr_to_image_msg(bgr: np.ndarray, header: Header) -> Image:
