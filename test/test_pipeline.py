@@ -13,6 +13,7 @@ from face3d_ros.core.roi import box_iou, crop_into, image_from_crop, landmark_bo
 from face3d_ros.core.types import Roi
 from face3d_ros.core.geometry import yaw_pitch_roll_deg
 from face3d_ros.core.synthetic import load_sample
+from face3d_ros.core.tracking import TRACKED
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not beside this checkout")
@@ -472,3 +473,12 @@ def test_settings_fixed_when_the_pipeline_is_built_cannot_be_updated(astronaut):
         pipeline.update_config({"detector.no_such_setting": 1})
     pipeline.update_config({"detector.max_faces": 3})
     assert pipeline.config.detector.max_faces == 3
+
+
+@needs_shared
+def test_faces_of_single_images_are_in_the_tracked_state():
+    """With tracking off every face is measured in its image: STATE_TRACKED, not the tentative state that
+    consumers skip as unconfirmed (every face of the node's messages was tentative there)."""
+    image = cv2.imread(str(SHARED / "multi_face" / "two_people.jpg"))
+    faces = FacePipeline(PipelineConfig().updated({"tracking.enabled": False})).process(image)
+    assert len(faces) == 2 and all(face.track_state == TRACKED for face in faces)

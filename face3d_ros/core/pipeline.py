@@ -24,7 +24,7 @@ from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_files
 from .roi import (MESH_POINTS, box_area, box_inside_fraction, box_iou, landmark_box, roi_from_detection,
                   roi_from_landmarks, roi_iou)
-from .tracking import FaceTracker
+from .tracking import TRACKED, FaceTracker
 from .types import CameraModel, Face, InputError
 
 log = logging.getLogger("face3d_ros")
@@ -220,6 +220,8 @@ class FacePipeline:
         self._previous = faces
         self.frames += 1
         if not tracking:
+            for face in faces:    # measured in this image (the default, tentative, would read as unconfirmed)
+                face.track_state = TRACKED
             return faces
         with self._stage("tracking"):
             return self.tracker.update(faces, time_ns)
