@@ -3,12 +3,17 @@
 
     python benchmarks/aflw2000.py --data ../shared/data/aflw2000_prnet16 [--json out.json] [--reference]
 
-Protocol (see README "Accuracy"): images whose labelled |yaw|, |pitch| or |roll| exceed 99 deg are dropped;
-the camera is a pinhole with fx = fy = image width, centred; the face is the detection whose box overlaps
-the ground-truth 68-point box most; an image where no detected face overlaps it counts as MISSED and
-is left out of the MAE (so read the two numbers together). Angles follow ../shared/notes/aflw2000.md:
-Pose_Para = [pitch, yaw, roll, ...] in radians. NME = mean 2D landmark error / sqrt(w * h) of the
-ground-truth 68-point box, per |yaw| bin.
+Protocol (see README "Accuracy"): the pose MAE leaves out images whose labelled |yaw|, |pitch| or |roll|
+exceed 99 deg; the camera is a pinhole with fx = fy = image width, centred; the face is the detection whose
+box overlaps the ground-truth 68-point box most, with an IoU of at least MATCH_MIN_IOU (true matches score
+0.52-0.90, turned and zoomed ones included); an image with no such face counts as MISSED and is left out of
+the MAE (so read the two numbers together). Angles follow ../shared/notes/aflw2000.md: Pose_Para = [pitch,
+yaw, roll, ...] in radians; an estimate is compared in the form of its Euler angles nearest the label (a
+rotation has two: (yaw, pitch, roll) and (+-180 - yaw, pitch + 180, roll + 180); asin gives |yaw| <= 90,
+the labels go to 99). NME (3DDFA's protocol) = mean 2D landmark error / sqrt(w * h) of the ground-truth
+68-point box, on every labelled image, per |yaw| bin [0, 30], (30, 60], (60, 90+] and their mean.
+Images are *.jpg/*.jpeg/*.png (any case) with a .mat beside them; images without one, unreadable images and
+labels without the pose or 68 points are counted and reported, never scored.
 
 The MAE is of the camera-relative angles (the pose in the camera frame, as the pipeline publishes it). The
 labels are weak-perspective fits, i.e. relative to the line of sight to the face: the MAE of the angles
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -40,26 +46,46 @@ from face3d_ros.core.roi import box_iou, landmark_box  # noqa: E402
 from face3d_ros.core.types import Face, InputError  # noqa: E402
 
 PROTOCOL_MAX_DEG = 99.0
-YAW_BINS = ((0, 30), (30, 60), (60, 90))
+YAW_BINS = ((0, 30), (30, 60), (60, 90))    # the last bin takes every |yaw| over 60
+MATCH_MIN_IOU = 0.3
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class LabelError(ValueError):
+    """A .mat that holds no usable label."""
 
 
 def load_label(mat_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(yaw, pitch, roll) in degrees and the (68, 2) ground-truth points in image pixels."""
-    mat = loadmat(str(mat_path))
-    pitch, yaw, roll = np.degrees(mat["Pose_Para"].reshape(-1)[:3])
-    # AFLW2000-3D: pt3d_68 (its pt2d holds 21 AFLW points); 300W-LP: pt2d holds the 68 points
-    points = (mat["pt3d_68"] if "pt3d_68" in mat else mat["pt2d"])[:2].T.astype(np.float64)
+    try:
+        mat = loadmat(str(mat_path))
+        pitch, yaw, roll = np.degrees(np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1)[:3])
+        # AFLW2000-3D: pt3d_68 (its pt2d holds 21 AFLW points); 300W-LP: pt2d holds the 68 points
+        points = np.asarray(mat["pt3d_68"] if "pt3d_68" in mat else mat["pt2d"], dtype=np.float64)[:2].T
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as err:
+        raise LabelError(f"{mat_path.name}: {type(err).__name__} {err}") from err
     if points.shape != (68, 2):
-        raise ValueError(f"{mat_path}: no 68-point landmarks (pt3d_68, or pt2d with 68 points)")
+        raise LabelError(f"{mat_path.name}: no 68-point landmarks (pt3d_68, or pt2d with 68 points)")
     return np.array([yaw, pitch, roll]), points
 
 
-def labelled_images(data: Path, limit: int = 0):
-    """(image path, (yaw, pitch, roll) deg, (68, 2) points) of every jpg with its .mat, in name order."""
-    for image_path in sorted(data.glob("*.jpg"))[:limit or None]:
+def labelled_images(data: Path, limit: int = 0, skipped: dict | None = None):
+    """(image path, (yaw, pitch, roll) deg, (68, 2) points) of every image with a usable .mat, in name order;
+    the others are counted in `skipped` by reason ("no_label", "bad_label")."""
+    skipped = {} if skipped is None else skipped
+    paths = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for image_path in paths[:limit or None]:
         label_path = image_path.with_suffix(".mat")
-        if label_path.exists():
-            yield (image_path, *load_label(label_path))
+        if not label_path.exists():
+            skipped["no_label"] = skipped.get("no_label", 0) + 1
+            continue
+        try:
+            truth, points = load_label(label_path)
+        except LabelError as err:
+            skipped["bad_label"] = skipped.get("bad_label", 0) + 1
+            print(f"skipped: {err}", file=sys.stderr)
+            continue
+        yield image_path, truth, points
 
 
 def in_protocol(truth: np.ndarray) -> bool:
@@ -71,11 +97,12 @@ def points_box(points: np.ndarray) -> np.ndarray:
 
 
 def labelled_face(points: np.ndarray, faces: list):
-    """The found face overlapping the labelled one (its 68-point box) most, or None: the face is missed."""
+    """The found face overlapping the labelled one (its 68-point box) most, or None where none overlaps it
+    by MATCH_MIN_IOU: the face is missed (a sliver of overlap is another face, or a wrong box)."""
     if not faces:
         return None
     overlap = box_iou(points_box(points)[None], np.array([f.bbox for f in faces]))[0]
-    return faces[int(np.argmax(overlap))] if overlap.max() > 0 else None
+    return faces[int(np.argmax(overlap))] if overlap.max() >= MATCH_MIN_IOU else None
 
 
 def signed_angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -86,14 +113,23 @@ def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(signed_angle_error(a, b))
 
 
+def nearest_euler(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) of the estimate in the form of its two Euler-angle forms nearer the label's:
+    (yaw, pitch, roll) and (+-180 - yaw, pitch + 180, roll + 180) are one rotation."""
+    yaw, pitch, roll = estimate
+    other = signed_angle_error(np.array([math.copysign(180.0, yaw) - yaw, pitch + 180.0, roll + 180.0]), 0.0)
+    return min((np.asarray(estimate, dtype=np.float64), other), key=lambda e: angle_error(e, truth).sum())
+
+
 def score(image_name: str, truth: np.ndarray, points: np.ndarray, faces: list) -> dict:
     """One image's row: missed, or the found face's angle errors and 68-point NME."""
-    row = {"image": image_name, "yaw_pitch_roll_true": truth.round(3).tolist(), "missed": True}
+    row = {"image": image_name, "yaw_pitch_roll_true": truth.round(3).tolist(), "in_protocol": in_protocol(truth),
+           "missed": True}
     face = labelled_face(points, faces)
     if face is not None:
         box = points_box(points)
-        estimate = yaw_pitch_roll_deg(face.R_cam_face)
-        estimate_los = yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face)
+        estimate = nearest_euler(yaw_pitch_roll_deg(face.R_cam_face), truth)
+        estimate_los = nearest_euler(yaw_pitch_roll_line_of_sight_deg(face.R_cam_face, face.t_cam_face), truth)
         norm = np.sqrt((box[2] - box[0]) * (box[3] - box[1]))
         nme = np.linalg.norm(landmarks_68(face.landmarks_px) - points, axis=1).mean() / norm
         row.update(missed=False, yaw_pitch_roll=np.round(estimate, 3).tolist(),
@@ -106,13 +142,14 @@ def score(image_name: str, truth: np.ndarray, points: np.ndarray, faces: list) -
 
 def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
     pipeline = FacePipeline(config)
-    rows, skipped = [], 0
+    rows, skipped = [], {}
     start = time.perf_counter()
-    for image_path, truth, points in labelled_images(data, limit):
-        if not in_protocol(truth):
-            skipped += 1
-            continue
+    for image_path, truth, points in labelled_images(data, limit, skipped):
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            skipped["unreadable_image"] = skipped.get("unreadable_image", 0) + 1
+            print(f"skipped: cannot read {image_path.name}", file=sys.stderr)
+            continue
         h, w = image.shape[:2]
         rows.append(score(image_path.name, truth, points, pipeline.process(image, CameraModel.default_for(w, h))))
     return summarise(rows, skipped, time.perf_counter() - start)
@@ -179,8 +216,9 @@ REFERENCE_ROWS = (("MediaPipe face mesh (468) + PnP", False, "pnp"),
 
 def evaluate_reference(data: Path, python: Path, config: PipelineConfig, limit: int = 0) -> dict:
     """The REFERENCE_ROWS on the same images, protocol and face matching as ours: {row name: summary}."""
-    labelled = list(labelled_images(data, limit))
-    kept = [(path, truth, points) for path, truth, points in labelled if in_protocol(truth)]
+    skipped = {}
+    kept = [(path, truth, points) for path, truth, points in labelled_images(data, limit, skipped)
+            if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None]   # as evaluate() skips them
     solver = HeadPoseSolver(config.pose, models_dir=config.backend.models_dir)
     results, landmarks = {}, {}
     for name, refine, fit in REFERENCE_ROWS:
@@ -191,7 +229,7 @@ def evaluate_reference(data: Path, python: Path, config: PipelineConfig, limit: 
         start = time.perf_counter()
         for (path, truth, points), (camera, found) in zip(kept, landmarks[refine]):
             rows.append(score(path.name, truth, points, reference_faces(found, camera, solver, fit)))
-        results[name] = summarise(rows, len(labelled) - len(kept), time.perf_counter() - start)
+        results[name] = summarise(rows, skipped, time.perf_counter() - start)
     return results
 
 
@@ -206,6 +244,8 @@ def perturbed_images(data: Path, limit: int = 0):
         if not in_protocol(truth):
             continue
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            continue
         h, w = image.shape[:2]
         for zoom in PERTURB_ZOOMS:
             for roll in PERTURB_ROLLS_DEG:
@@ -248,12 +288,20 @@ def reference_perturbed_misses(data: Path, python: Path, limit: int = 0) -> dict
                         for (zoom, roll, points), (_, faces) in zip(cases, found))
 
 
-def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
-    found = [r for r in rows if not r["missed"]]
+def yaw_bin(yaw_deg: float) -> tuple[int, int]:
+    """The |yaw| bin of YAW_BINS: [0, 30], (30, 60], (60, ...)."""
+    return next((lo, hi) for lo, hi in YAW_BINS if abs(yaw_deg) <= hi or hi == YAW_BINS[-1][1])
+
+
+def summarise(rows: list[dict], skipped: dict, elapsed: float) -> dict:
+    """The pose MAE and miss rate over the protocol's rows; the NME per |yaw| bin over all rows."""
+    protocol = [r for r in rows if r["in_protocol"]]
+    found = [r for r in protocol if not r["missed"]]
     errors = np.array([r["error"] for r in found]).reshape(-1, 3)
-    missed = [r for r in rows if r["missed"]]
-    summary = {"images": len(rows) + skipped, "protocol_dropped": skipped, "evaluated": len(rows),
-               "missed": len(missed), "miss_rate": len(missed) / max(len(rows), 1),
+    missed = [r for r in protocol if r["missed"]]
+    summary = {"images": len(rows) + sum(skipped.values()), "skipped": dict(skipped),
+               "protocol_dropped": len(rows) - len(protocol), "evaluated": len(protocol),
+               "missed": len(missed), "miss_rate": len(missed) / max(len(protocol), 1),
                "missed_beyond_60deg_yaw": sum(abs(r["yaw_pitch_roll_true"][0]) > 60 for r in missed),
                "mae_yaw": float(errors[:, 0].mean()) if len(found) else float("nan"),
                "mae_pitch": float(errors[:, 1].mean()) if len(found) else float("nan"),
@@ -268,16 +316,20 @@ def summarise(rows: list[dict], skipped: int, elapsed: float) -> dict:
                 summary[f"mae_{angle}{suffix}"] = float(np.abs(signed[:, i]).mean()) if len(found) else float("nan")
     summary["mae_mean_los"] = (summary["mae_yaw_los"] + summary["mae_pitch_los"] + summary["mae_roll_los"]) / 3
     for lo, hi in YAW_BINS:
-        in_bin = [r["nme"] for r in found if lo <= abs(r["yaw_pitch_roll_true"][0]) <= hi]
-        summary[f"nme_yaw_{lo}_{hi}"] = float(np.mean(in_bin)) if in_bin else float("nan")
-        summary[f"count_yaw_{lo}_{hi}"] = len(in_bin)
-    summary["nme_mean_of_bins"] = float(np.nanmean([summary[f"nme_yaw_{lo}_{hi}"] for lo, hi in YAW_BINS]))
+        in_bin = [r for r in rows if yaw_bin(r["yaw_pitch_roll_true"][0]) == (lo, hi)]
+        nme = [r["nme"] for r in in_bin if not r["missed"]]
+        summary[f"nme_yaw_{lo}_{hi}"] = float(np.mean(nme)) if nme else float("nan")
+        summary[f"count_yaw_{lo}_{hi}"] = len(nme)
+        summary[f"missed_yaw_{lo}_{hi}"] = len(in_bin) - len(nme)
+    scored_bins = [summary[f"nme_yaw_{lo}_{hi}"] for lo, hi in YAW_BINS if summary[f"count_yaw_{lo}_{hi}"]]
+    summary["nme_mean_of_bins"] = float(np.mean(scored_bins)) if scored_bins else float("nan")
     summary["rows"] = rows
     return summary
 
 
 def print_summary(s: dict, timed: bool = True) -> None:
-    print(f"images {s['images']}  evaluated {s['evaluated']} (protocol dropped {s['protocol_dropped']})")
+    skipped = "".join(f", {n} {reason.replace('_', ' ')}" for reason, n in s["skipped"].items())
+    print(f"images {s['images']}{skipped}  evaluated {s['evaluated']} (protocol dropped {s['protocol_dropped']})")
     print(f"missed {s['missed']} = {100 * s['miss_rate']:.1f}%  (of them beyond 60 deg yaw: "
           f"{s['missed_beyond_60deg_yaw']})")
     print(f"pose MAE deg: yaw {s['mae_yaw']:.2f}  pitch {s['mae_pitch']:.2f}  roll {s['mae_roll']:.2f}  "
@@ -286,11 +338,23 @@ def print_summary(s: dict, timed: bool = True) -> None:
     print(f"  relative to the line of sight: yaw {s['mae_yaw_los']:.2f}  pitch {s['mae_pitch_los']:.2f}  "
           f"roll {s['mae_roll_los']:.2f}  mean {s['mae_mean_los']:.2f}   (signed mean error: yaw "
           f"{s['bias_yaw_los']:+.2f}  pitch {s['bias_pitch_los']:+.2f}  roll {s['bias_roll_los']:+.2f})")
-    bins = "  ".join(f"{lo}-{hi}: {100 * s[f'nme_yaw_{lo}_{hi}']:.2f}% (n={s[f'count_yaw_{lo}_{hi}']})"
+    bins = "  ".join(f"{lo}-{hi}: {100 * s[f'nme_yaw_{lo}_{hi}']:.2f}% (n={s[f'count_yaw_{lo}_{hi}']}"
+                     + (f", {s[f'missed_yaw_{lo}_{hi}']} missed" if s[f"missed_yaw_{lo}_{hi}"] else "") + ")"
                      for lo, hi in YAW_BINS)
-    print(f"68-point NME by |yaw|: {bins}  mean {100 * s['nme_mean_of_bins']:.2f}%")
+    print(f"68-point NME by |yaw| (all labelled images): {bins}  mean {100 * s['nme_mean_of_bins']:.2f}%")
     if timed:
         print(f"time {1000 * s['seconds_per_image']:.1f} ms per image (whole pipeline, incl. decoding)")
+
+
+def json_safe(value):
+    """`value` with NaN and inf as null: json.dumps would write the bare NaN token, which is not JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def print_perturbed(perturbed: dict) -> None:
@@ -352,7 +416,8 @@ def main(argv=None) -> int:
                 print("\n--- reference: MediaPipe face mesh (468), ", end="")
                 print_perturbed(summary["reference_perturbed"])
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=1))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(json_safe(summary), indent=1, allow_nan=False))
     return 0
 
 
