@@ -496,3 +496,15 @@ def test_box_inside_fraction():
     np.testing.assert_allclose(box_inside_fraction(face, np.vstack([eye, half_out, apart])), [[1.0, 0.5, 0.0]])
     np.testing.assert_allclose(box_inside_fraction(eye, face), [[1.0]])      # symmetric: the smaller's share
     assert box_inside_fraction(face, np.array([[5.0, 5.0, 5.0, 9.0]]))[0, 0] == 0.0   # empty box: 0, no NaN
+
+
+def test_at_most_max_faces_published_matched_ones_first():
+    """max_faces bounds what is published: a coasting face (the last pose of one not seen now) gives way to a
+    face matched in this image (max_faces 1 published two faces when one person left and another came)."""
+    tracker = new_tracker(min_hits=1, max_age=5)
+    for i in range(3):
+        tracker.update([make_face((150.0, 240.0))], stamp(i))
+    for i in range(3, 6):   # the first person gone (coasting), another seen far away
+        faces = tracker.update([make_face((500.0, 240.0))], stamp(i), max_faces=1)
+        assert [(f.track_id, f.track_state) for f in faces] == [("b", TRACKED)]
+    assert {f.track_id for f in tracker.update([make_face((500.0, 240.0))], stamp(6))} == {"a", "b"}   # no cap

@@ -224,7 +224,7 @@ class FacePipeline:
                 face.track_state = TRACKED
             return faces
         with self._stage("tracking"):
-            return self.tracker.update(faces, time_ns)
+            return self.tracker.update(faces, time_ns, max_faces=self.config.detector.max_faces)
 
     def _solve_pose(self, face: Face, camera: CameraModel) -> bool:
         """Fill in the metric pose; a tracked face starts from its previous pose. False: no valid fit."""
@@ -249,9 +249,9 @@ class FacePipeline:
         models = self._search_models(tracking, tracked) if due else []
         detected = self._detect(image, models) if models else []
         # with both detector models a face may come once per model: the landmark model's score keeps the
-        # better crop (_drop_duplicates). Tracking: tracked faces first, new ones fill what room is left.
-        room = cfg.detector.max_faces * (1 if tracking else len(models))
-        candidates = (tracked + self._new_faces(tracked, detected))[:room]
+        # better crop (_drop_duplicates). Tracking: tracked faces first, new ones fill what room is left, but
+        # only once the landmark model has kept them (a false detection must not take the room of a real face)
+        candidates = tracked + self._new_faces(tracked, detected)
         single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
         faces = self._drop_duplicates(self._run_landmarks(image, candidates, single_pass_mirror))
         if tracking and not due and len(faces) < len(tracked):
@@ -265,6 +265,9 @@ class FacePipeline:
             # what tracking does across images, done within one: the landmarks give a better-aligned crop
             refined = [self._following(f) for f in faces]
             faces = self._drop_duplicates(self._run_landmarks(image, refined, cfg.landmarks.mirror_average))
+        if tracking:
+            following = {id(face) for face in tracked}
+            faces.sort(key=lambda face: id(face) not in following)   # stable: by score within each group
         faces = faces[:cfg.detector.max_faces]
         if self.iris and faces:
             with self._stage("iris"):

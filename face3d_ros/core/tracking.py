@@ -7,8 +7,8 @@ Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every updat
 - States (as in the FacePose message): TENTATIVE until a track has been matched in min_hits images in a row;
   TRACKED when matched in this image; COASTING when a confirmed track is unmatched in this image: it is
   returned with its last smoothed face, so consumers see continuity, until it is dropped.
-- `update` returns the confirmed tracks (TRACKED and COASTING), in the order the tracks started; pass
-  include_tentative=True for the tentative ones too.
+- `update` returns the confirmed tracks (TRACKED and COASTING; at most max_faces, TRACKED first), in the
+  order the tracks started; pass include_tentative=True for the tentative ones too.
 - Dropped: a tentative track at its first miss (most are false detections); a confirmed track unmatched in
   more than max_age images in a row, or unmatched with its last match more than max_gap_s ago.
   `removed_ids` lists the ids the last update dropped and those a `reset()` dropped before it (tentative
@@ -39,6 +39,7 @@ from .smoothing import NS_PER_S, FaceSmoother, frozen_copy, with_fields
 from .types import Face, Roi
 
 TENTATIVE, TRACKED, COASTING = 0, 1, 2
+STATE_RANK = {TRACKED: 0, COASTING: 1, TENTATIVE: 2}   # which faces to publish first
 
 # Weight of the newest box velocity measurement (the rest is the previous estimate): tames landmark jitter.
 VELOCITY_GAIN = 0.5
@@ -103,7 +104,8 @@ class FaceTracker:
         self._removed_since_update.extend(self._tracks)
         self._tracks.clear()
 
-    def update(self, faces: list[Face], stamp_ns: int, include_tentative: bool = False) -> list[Face]:
+    def update(self, faces: list[Face], stamp_ns: int, include_tentative: bool = False,
+               max_faces: int | None = None) -> list[Face]:
         """Track the faces of one image stamped `stamp_ns`; returns the published faces (`published_faces`)."""
         if self._last_stamp_ns is not None and stamp_ns < self._last_stamp_ns:
             self.reset()
@@ -120,12 +122,17 @@ class FaceTracker:
             self._miss(track, stamp_ns)
         for face in new_faces:
             self._start(face, stamp_ns)
-        return self.published_faces(include_tentative)
+        return self.published_faces(include_tentative, max_faces)
 
-    def published_faces(self, include_tentative: bool = False) -> list[Face]:
+    def published_faces(self, include_tentative: bool = False, max_faces: int | None = None) -> list[Face]:
         """The live tracks' last faces (new objects, read-only arrays): confirmed tracks, and tentative ones
-        when asked."""
-        return [published(t.face) for t in self._tracks.values() if t.confirmed or include_tentative]
+        when asked; at most `max_faces`, matched in this image first (a coasting face is only the last pose of
+        one not seen now), in the order the tracks started."""
+        tracks = [t for t in self._tracks.values() if t.confirmed or include_tentative]
+        if max_faces is not None and len(tracks) > max_faces:
+            kept = {id(t) for t in sorted(tracks, key=lambda t: STATE_RANK[t.state])[:max_faces]}
+            tracks = [t for t in tracks if id(t) in kept]
+        return [published(t.face) for t in tracks]
 
     def _expire(self, stamp_ns: int) -> None:
         """Apply max_gap_s before matching: drop missed tracks gone too long; restart the others' filters."""

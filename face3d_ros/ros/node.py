@@ -501,7 +501,8 @@ class Face3dNode(LifecycleNode):
             self._problem("warning", "image:unusable", f"image skipped: {err}")
             return
         if self._settings["publish_tentative"] and self._pipeline.config.tracking.enabled:
-            faces = self._pipeline.tracker.published_faces(include_tentative=True)
+            faces = self._pipeline.tracker.published_faces(include_tentative=True,
+                                                            max_faces=self._pipeline.config.detector.max_faces)
         self._publish(header, faces, image, camera, start)
 
     def _follow_size(self, width: int, height: int) -> None:
