@@ -124,6 +124,7 @@ class Face:
     pose_confidence: float = 0.0             # [0, 1], from the fit residual and the landmark score
     depth_scale: float = 1.0                 # head size / canonical head size (from the iris); 1 = not measured
     iris_samples: int = 0                    # images whose iris measurements depth_scale rests on (0: none)
+    motion_px: np.ndarray | None = None      # (2,) box centre motion since the previous image (tracking)
     track_id: str = ""                       # set by the tracker
     track_age: int = 0
     track_state: int = 0
