@@ -25,7 +25,8 @@ from .landmarks import FaceLandmarker, IrisLandmarker
 from .model_files import models_dir, verify_model_files
 from .roi import (MESH_POINTS, box_area, box_inside_fraction, box_iou, landmark_box, roi_from_detection,
                   roi_from_landmarks, roi_iou)
-from .tracking import TRACKED, FaceTracker
+from .smoothing import face_size_px
+from .tracking import TRACKED, FaceTracker, box_center
 from .types import CameraModel, Face, InputError
 
 log = logging.getLogger("face3d_ros")
@@ -42,10 +43,6 @@ DYNAMIC_SETTINGS = frozenset(f"{name}.{f.name}" for name, section in sections(Pi
                              for f in dataclasses.fields(section) if f.metadata["dynamic"])
 
 
-def box_centre(box: np.ndarray) -> np.ndarray:
-    return (box[:2] + box[2:]) * 0.5
-
-
 # A tracked face's next crop is moved on by its last motion only where that motion is more than landmark
 # jitter: below MOTION_FROM (in face widths per image) not at all, the crop's margin takes it (moving crops
 # by noise makes the landmarks noisier: static rotation jitter 0.42 -> 0.66 deg); fully from MOTION_FULL.
@@ -55,8 +52,7 @@ MOTION_FROM, MOTION_FULL = 0.04, 0.08
 def predicted_shift(motion_px: np.ndarray, box: np.ndarray) -> np.ndarray:
     """How far to move a tracked face's next crop: its last motion, faded in between MOTION_FROM and
     MOTION_FULL face widths per image."""
-    size = math.sqrt(max(float((box[2] - box[0]) * (box[3] - box[1])), 1.0))
-    speed = math.hypot(float(motion_px[0]), float(motion_px[1])) / size
+    speed = math.hypot(float(motion_px[0]), float(motion_px[1])) / face_size_px(box)
     return motion_px * min(max((speed - MOTION_FROM) / (MOTION_FULL - MOTION_FROM), 0.0), 1.0)
 
 
@@ -272,11 +268,11 @@ class FacePipeline:
         # only once the landmark model has kept them (a false detection must not take the room of a real face)
         candidates = tracked + self._new_faces(tracked, detected)
         single_pass_mirror = not tracking and not cfg.landmarks.second_pass and cfg.landmarks.mirror_average
-        last_centres = {id(face): box_centre(face.bbox) for face in tracked}
+        last_centres = {id(face): box_center(face.bbox) for face in tracked}
         faces = self._drop_duplicates(self._run_landmarks(image, candidates, single_pass_mirror))
         for face in faces:
             if id(face) in last_centres:
-                face.motion_px = box_centre(face.bbox) - last_centres[id(face)]
+                face.motion_px = np.subtract(box_center(face.bbox), last_centres[id(face)])
         if tracking and not due and len(faces) < len(tracked):
             # a tracked face was lost: look for faces again in this same image rather than the next one
             fresh = self._new_faces(faces, self._detect(image, self.detector.models))
