@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy.io import loadmat  # MATLAB v5 reader: plain arrays, no code execution
+from scipy.io.matlab import MatReadError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E402
@@ -62,7 +63,7 @@ def load_label(mat_path: Path) -> tuple[np.ndarray, np.ndarray]:
         pitch, yaw, roll = np.degrees(np.asarray(mat["Pose_Para"], dtype=np.float64).reshape(-1)[:3])
         # AFLW2000-3D: pt3d_68 (its pt2d holds 21 AFLW points); 300W-LP: pt2d holds the 68 points
         points = np.asarray(mat["pt3d_68"] if "pt3d_68" in mat else mat["pt2d"], dtype=np.float64)[:2].T
-    except (OSError, KeyError, ValueError, TypeError, IndexError) as err:
+    except (OSError, MatReadError, KeyError, ValueError, TypeError, IndexError) as err:
         raise LabelError(f"{mat_path.name}: {type(err).__name__} {err}") from err
     if points.shape != (68, 2):
         raise LabelError(f"{mat_path.name}: no 68-point landmarks (pt3d_68, or pt2d with 68 points)")

@@ -140,6 +140,8 @@ def test_files_sharing_a_stem_get_their_own_outputs(tmp_path: Path):
                                                                     "b_face0.obj"]
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["a_jpg_annotated.jpg", "a_png_annotated.jpg",
                                                                     "b_annotated.jpg"]
+    # a name made unique can meet a file's own stem: still one output each
+    assert cli.output_names([Path("a.jpg"), Path("a.png"), Path("a_png.jpg")]) == ["a_jpg", "a_png", "a_png_2"]
 
 
 def test_video_has_faces_from_the_first_frame(clip: Path, tmp_path: Path):
@@ -169,9 +171,11 @@ def test_missing_input_is_one_line(name: str, tmp_path: Path, capsys):
     assert error_line(capsys) == f"face3d-estimate: no such file or folder: {tmp_path / name}"
 
 
-def test_node_without_ros_says_what_it_needs():
-    """A core-only `pip install .` installs face3d-node too: without rclpy it explains, no traceback."""
-    code = ("import sys; sys.modules['rclpy'] = None\n"   # what a Python without rclpy sees
+@pytest.mark.parametrize("missing", ["rclpy", "face3d_ros.msg"])
+def test_node_without_ros_says_what_it_needs(missing):
+    """A core-only `pip install .` installs face3d-node too: without rclpy, or with ROS sourced but without
+    the built messages, it explains in one line, no traceback."""
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"   # what a Python without that module sees
             "from face3d_ros.ros.main import main; sys.exit(main())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).parents[1])   # this checkout

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from face3d_ros.core import CameraModel, FacePipeline, InputError, PipelineConfig
+from face3d_ros.core import detector as detector_module
 from face3d_ros.core import roi as roi_module
 from face3d_ros.core.roi import box_iou, crop_into, image_from_crop, landmark_box, roi_from_landmarks
 from face3d_ros.core.types import Detection, Roi
@@ -484,24 +485,24 @@ def test_faces_of_single_images_are_in_the_tracked_state():
     assert len(faces) == 2 and all(face.track_state == TRACKED for face in faces)
 
 
-def test_a_false_detection_does_not_take_the_room_of_a_real_face(monkeypatch):
+@pytest.mark.parametrize("tracking", [True, False])
+def test_a_false_detection_does_not_take_the_room_of_a_real_face(monkeypatch, tracking):
     """With room for one more face, the detector's candidates are checked by the landmark model before one
-    is kept: a larger false detection listed first used to take the only place, and the real face was
-    never tried (in a group photo it stayed untracked for as long as the false box kept coming)."""
+    is kept: a larger false detection used to take the only place, and the real face was never tried (in a
+    group photo it stayed untracked for as long as the false box kept coming). The false box is added where a
+    real one would come from: the detector model's non-maximum suppression, before any cut to max_faces."""
     image = np.zeros((720, 1280, 3), np.uint8)
     image[100:612, 700:1212] = load_sample()        # the astronaut on the right, nothing on the left
-    pipeline = FacePipeline(PipelineConfig().updated({"detector.max_faces": 1}))
-    detect = type(pipeline.detector).__call__
-
-    def with_a_false_box(self, *args, **kwargs):
-        blank = Detection(score=0.9, bbox=np.array([40.0, 100.0, 440.0, 500.0]),
-                          keypoints=np.array([[160.0, 250.0], [320.0, 250.0], [240.0, 330.0], [240.0, 400.0],
-                                              [60.0, 260.0], [420.0, 260.0]]))
-        return [blank] + detect(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(pipeline.detector), "__call__", with_a_false_box)
-    pipeline.process(image, None, 0)
-    (face,) = pipeline._previous
+    blank = Detection(score=0.9, bbox=np.array([40.0, 100.0, 440.0, 500.0]),
+                      keypoints=np.array([[160.0, 250.0], [320.0, 250.0], [240.0, 330.0], [240.0, 400.0],
+                                          [60.0, 260.0], [420.0, 260.0]]))
+    nms = detector_module.weighted_nms
+    monkeypatch.setattr(detector_module, "weighted_nms", lambda *args: [blank] + nms(*args))
+    pipeline = FacePipeline(PipelineConfig().updated({"detector.max_faces": 1, "tracking.enabled": tracking}))
+    faces = pipeline.process(image, None, 0)
+    if tracking:
+        faces = pipeline._previous      # a track is published from its second image
+    (face,) = faces
     assert face.bbox[0] > 700
 
 

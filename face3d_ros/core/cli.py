@@ -110,7 +110,15 @@ def output_names(paths: list[Path]) -> list[str]:
     """The stem of each file, with its extension where two share a stem (a.jpg and a.png would otherwise both
     write a_face0.obj and a_annotated.jpg)."""
     shared = {stem for stem, n in Counter(p.stem for p in paths).items() if n > 1}
-    return [f"{p.stem}_{p.suffix[1:]}" if p.stem in shared else p.stem for p in paths]
+    names, taken = [], set()
+    for path in paths:
+        name = f"{path.stem}_{path.suffix[1:]}" if path.stem in shared else path.stem
+        unique, k = name, 2
+        while unique in taken:      # a.png -> a_png, and a_png.jpg -> a_png too
+            unique, k = f"{name}_{k}", k + 1
+        names.append(unique)
+        taken.add(unique)
+    return names
 
 
 def frames(source: Path, fps: float = FALLBACK_FPS):

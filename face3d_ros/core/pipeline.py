@@ -37,23 +37,28 @@ DUPLICATE_IOU = 0.5   # two ROIs (or landmark boxes) overlapping more than this 
 # a landmark box this much inside another is part of that face: when a face fills the image, a crop around
 # one eye can score as a face of its own (IoU ~0.15 with the whole face's box)
 NESTED_FRACTION = 0.7
+# each detector model offers this many more faces than max_faces: the landmark model keeps the real ones, so
+# a false detection larger than a real face does not take its place
+EXTRA_CANDIDATES = 2
 DEFAULT_FRAME_INTERVAL_NS = 33_333_333   # 30 Hz: assumed between images until their stamps show the interval
 # the settings that may change at run time (config.py marks them dynamic); the others choose what is loaded
 DYNAMIC_SETTINGS = frozenset(f"{name}.{f.name}" for name, section in sections(PipelineConfig())
                              for f in dataclasses.fields(section) if f.metadata["dynamic"])
 
 
-# A tracked face's next crop is moved on by its last motion only where that motion is more than landmark
-# jitter: below MOTION_FROM (in face widths per image) not at all, the crop's margin takes it (moving crops
-# by noise makes the landmarks noisier: static rotation jitter 0.42 -> 0.66 deg); fully from MOTION_FULL.
-MOTION_FROM, MOTION_FULL = 0.04, 0.08
+# A tracked face's next crop is moved on by part of its last motion, only where that motion is more than
+# landmark jitter: below MOTION_FROM (in face widths per image) not at all, the crop's margin takes it (moving
+# crops by noise makes the landmarks noisier: static rotation jitter 0.42 -> 0.66 deg); fully from
+# MOTION_FULL. MOTION_GAIN is half the motion: enough to follow a face swinging at a third of its width per
+# image, and a crop sent the wrong way by an abrupt reversal is off by 1.5x the motion, not 2x.
+MOTION_FROM, MOTION_FULL, MOTION_GAIN = 0.04, 0.08, 0.5
 
 
 def predicted_shift(motion_px: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """How far to move a tracked face's next crop: its last motion, faded in between MOTION_FROM and
-    MOTION_FULL face widths per image."""
+    """How far to move a tracked face's next crop: MOTION_GAIN of its last motion, faded in between
+    MOTION_FROM and MOTION_FULL face widths per image."""
     speed = math.hypot(float(motion_px[0]), float(motion_px[1])) / face_size_px(box)
-    return motion_px * min(max((speed - MOTION_FROM) / (MOTION_FULL - MOTION_FROM), 0.0), 1.0)
+    return MOTION_GAIN * motion_px * min(max((speed - MOTION_FROM) / (MOTION_FULL - MOTION_FROM), 0.0), 1.0)
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -318,7 +323,7 @@ class FacePipeline:
         cfg = self.config
         with self._stage("detect"):
             detections = self.detector(image, cfg.detector.min_detection_score, cfg.detector.nms_iou,
-                                       cfg.detector.max_faces, models)
+                                       cfg.detector.max_faces + EXTRA_CANDIDATES, models)
         self.detector_runs += 1
         return [Face(bbox=d.bbox, detection_score=d.score, roi=roi_from_detection(d, cfg.landmarks.roi_scale))
                 for d in detections]

@@ -317,7 +317,8 @@ def camera_info_to_model(msg: CameraInfo, *, rectified: bool = False) -> CameraM
     if K[2, 2] != 1.0 or K[2, 0] != 0.0 or K[2, 1] != 0.0 or K[1, 0] != 0.0:
         raise CameraInfoError(f"CameraInfo {name} is not a camera matrix [fx s cx; 0 fy cy; 0 0 1]: "
                               f"{np.round(K, 6).tolist()} ({frame})", "camera_matrix")
-    model = msg.distortion_model or "plumb_bob"
+    # rectified images are a pinhole whatever the lens (an equidistant model would mean an f-theta fisheye)
+    model = "plumb_bob" if rectified else (msg.distortion_model or "plumb_bob")
     if not msg.distortion_model and np.any(D):
         raise CameraInfoError(f"CameraInfo has distortion coefficients {D.tolist()} but no distortion_model",
                               "distortion")

@@ -56,14 +56,19 @@ def spin(executor, node) -> int:
 
 
 def main(args: list[str] | None = None) -> int:
-    if MISSING_ROS is not None:
+    missing = MISSING_ROS
+    if missing is None:
+        try:
+            from .node import Face3dNode
+        except ModuleNotFoundError as err:   # e.g. a core-only install in a shell with ROS sourced
+            missing = err
+    if missing is not None:
         print(f"face3d-node: the node needs ROS 2 (rclpy and the built face3d_ros messages; see README "
-              f"\"Install\"): {MISSING_ROS}", file=sys.stderr)
+              f"\"Install\"): {missing}", file=sys.stderr)
         return 1
     rclpy.init(args=args)
     node = None
     try:
-        from .node import Face3dNode
         node = Face3dNode()
         if node.get_parameter("autostart").value:
             for name, transition in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
