@@ -97,3 +97,13 @@ def test_replayed_model_outputs_take_the_pipeline_down_the_same_path(monkeypatch
         np.testing.assert_array_equal(replayed[0].landmarks_px, original[0].landmarks_px)
         np.testing.assert_array_equal(replayed[0].R_cam_face, original[0].R_cam_face)
         np.testing.assert_array_equal(replayed[0].t_cam_face, original[0].t_cam_face)
+
+
+def test_aflw_counts_unusable_labels_and_images_instead_of_crashing(tmp_path):
+    """On the full set a bad file must not stop the run or vanish: it is counted by reason."""
+    cv2.imwrite(str(tmp_path / "empty_label.jpg"), load_sample())
+    (tmp_path / "empty_label.mat").write_bytes(b"")                  # scipy: MatReadError
+    cv2.imwrite(str(tmp_path / "no_label.PNG"), load_sample())        # any case of suffix is an image
+    skipped = {}
+    assert list(aflw2000.labelled_images(tmp_path, skipped=skipped)) == []
+    assert skipped == {"bad_label": 1, "no_label": 1}

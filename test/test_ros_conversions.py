@@ -244,10 +244,13 @@ def test_camera_info_after_a_serialization_round_trip():
     assert model.distortion_model == "rational_polynomial" and model.D.shape == (8,)
 
 
-def test_rectified_images_use_p_and_no_distortion():
-    model = conv.camera_info_to_model(camera_info(), rectified=True)
+@pytest.mark.parametrize("lens", ["plumb_bob", "equidistant"])
+def test_rectified_images_use_p_and_no_distortion(lens):
+    """Rectified images are a pinhole whatever the raw lens (a fisheye's model kept would make them f-theta)."""
+    info = camera_info(distortion_model=lens, d=[0.05, -0.02, 0.004, -0.001] if lens == "equidistant" else [])
+    model = conv.camera_info_to_model(info, rectified=True)
     np.testing.assert_array_equal(model.K, [[580, 0, 318], [0, 585, 241], [0, 0, 1]])
-    assert not model.has_distortion
+    assert not model.has_distortion and model.distortion_model == "plumb_bob"
 
 
 def test_binning_and_roi_describe_the_published_image():
