@@ -141,16 +141,24 @@ def score(image_name: str, truth: np.ndarray, points: np.ndarray, faces: list) -
     return row
 
 
-def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
-    pipeline = FacePipeline(config)
-    rows, skipped = [], {}
-    start = time.perf_counter()
+def read_labelled_images(data: Path, limit: int = 0, skipped: dict | None = None):
+    """labelled_images with each image read: (image path, truth, points, BGR image); an unreadable image is
+    counted in `skipped` ("unreadable_image")."""
+    skipped = {} if skipped is None else skipped
     for image_path, truth, points in labelled_images(data, limit, skipped):
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         if image is None:
             skipped["unreadable_image"] = skipped.get("unreadable_image", 0) + 1
             print(f"skipped: cannot read {image_path.name}", file=sys.stderr)
             continue
+        yield image_path, truth, points, image
+
+
+def evaluate(data: Path, config: PipelineConfig, limit: int = 0) -> dict:
+    pipeline = FacePipeline(config)
+    rows, skipped = [], {}
+    start = time.perf_counter()
+    for image_path, truth, points, image in read_labelled_images(data, limit, skipped):
         h, w = image.shape[:2]
         rows.append(score(image_path.name, truth, points, pipeline.process(image, CameraModel.default_for(w, h))))
     return summarise(rows, skipped, time.perf_counter() - start)
@@ -217,15 +225,18 @@ REFERENCE_ROWS = (("MediaPipe face mesh (468) + PnP", False, "pnp"),
 
 def evaluate_reference(data: Path, python: Path, config: PipelineConfig, limit: int = 0) -> dict:
     """The REFERENCE_ROWS on the same images, protocol and face matching as ours: {row name: summary}."""
-    skipped = {}
-    kept = [(path, truth, points) for path, truth, points in labelled_images(data, limit, skipped)
-            if cv2.imread(str(path), cv2.IMREAD_COLOR) is not None]   # as evaluate() skips them
+    skipped, kept = {}, []
+
+    def first_read():   # the images streamed to the reference, the labels of those read kept for scoring
+        for path, truth, points, image in read_labelled_images(data, limit, skipped):
+            kept.append((path, truth, points))
+            yield image
     solver = HeadPoseSolver(config.pose, models_dir=config.backend.models_dir)
     results, landmarks = {}, {}
     for name, refine, fit in REFERENCE_ROWS:
         if refine not in landmarks:
-            landmarks[refine] = mediapipe_landmarks(
-                python, (cv2.imread(str(path), cv2.IMREAD_COLOR) for path, _, _ in kept), refine)
+            images = (cv2.imread(str(path), cv2.IMREAD_COLOR) for path, _, _ in kept) if landmarks else first_read()
+            landmarks[refine] = mediapipe_landmarks(python, images, refine)
         rows = []
         start = time.perf_counter()
         for (path, truth, points), (camera, found) in zip(kept, landmarks[refine]):
@@ -241,11 +252,8 @@ PERTURB_ROLLS_DEG = (-45, -30, -15, 0, 15, 30, 45)
 def perturbed_images(data: Path, limit: int = 0):
     """(zoom, roll, image, (68, 2) points): each protocol image turned in plane and zoomed about its centre
     (edges replicated), its labelled points carried through the same transform."""
-    for image_path, truth, points in labelled_images(data, limit):
+    for _, truth, points, image in read_labelled_images(data, limit):
         if not in_protocol(truth):
-            continue
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
             continue
         h, w = image.shape[:2]
         for zoom in PERTURB_ZOOMS:

@@ -67,7 +67,7 @@ def camera_for(args, calibrated: CameraModel | None, width: int, height: int) ->
     """The camera of one image. InputError where the calibration is for another image size: its poses would
     be garbage (the node skips such images too)."""
     if calibrated is not None:
-        if calibrated.width and calibrated.height and (calibrated.width, calibrated.height) != (width, height):
+        if not calibrated.fits(width, height):
             raise InputError(f"--camera-info is for {calibrated.width}x{calibrated.height} images but the image "
                              f"is {width}x{height}")
         return calibrated

@@ -414,8 +414,9 @@ class HeadPoseSolver:
               previous: HeadPose | None = None) -> HeadPose:
         """Metric pose of one face from its landmarks (N x 3 pixels, distorted as in the raw image).
 
-        `previous` (this face's pose in the previous image) replaces the PnP start when given, and its head
-        size (depth_scale) stands when the irises are not measurable in this image.
+        `previous` (this face's pose in the previous image) replaces the PnP start when given, and carries its
+        head size (depth_scale over iris_samples measurements): this image's iris measurement joins their
+        running mean, or, not measurable here, the size stands.
         Raises InputError for landmarks of the wrong shape or with NaN/inf values.
         """
         if not isinstance(camera, CameraModel):

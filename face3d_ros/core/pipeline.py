@@ -289,9 +289,8 @@ class FacePipeline:
             # what tracking does across images, done within one: the landmarks give a better-aligned crop
             refined = [self._following(f) for f in faces]
             faces = self._drop_duplicates(self._run_landmarks(image, refined, cfg.landmarks.mirror_average))
-        if tracking:
-            following = {id(face) for face in tracked}
-            faces.sort(key=lambda face: id(face) not in following)   # stable: by score within each group
+        if tracking:   # tracked faces (the keys of last_centres) first; stable: by score within each group
+            faces.sort(key=lambda face: id(face) not in last_centres)
         faces = faces[:cfg.detector.max_faces]
         if self.iris and faces:
             with self._stage("iris"):

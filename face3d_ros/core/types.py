@@ -60,6 +60,10 @@ class CameraModel:
         coefficients (then theta_d = theta: f-theta, not a pinhole); the others when a coefficient is not 0."""
         return self.distortion_model == "equidistant" or bool(self.D.size and np.any(self.D != 0))
 
+    def fits(self, width: int, height: int) -> bool:
+        """Whether this calibration is for width x height images (a size of 0 x 0 is for any)."""
+        return not (self.width and self.height) or (self.width, self.height) == (width, height)
+
     @property
     def fisheye_D(self) -> np.ndarray:
         """The equidistant model's k1..k4 as OpenCV's fisheye functions take them (zeros when D is empty)."""

@@ -417,7 +417,7 @@ class Face3dNode(LifecycleNode):
         """The latest valid CameraInfo's model, else the fallback pinhole, else None (and a warning)."""
         camera = self._camera
         if camera is not None:
-            if camera.width and camera.height and (camera.width, camera.height) != (width, height):
+            if not camera.fits(width, height):
                 self._problem("warning", "camera_info:size_mismatch",
                               f"image skipped: CameraInfo is for {camera.width}x{camera.height} images but the "
                               f"image is {width}x{height}: skipping images until they match")
