@@ -521,3 +521,22 @@ def test_a_fast_moving_face_keeps_one_id():
         ids |= {face.track_id for face in faces}
         published.append(len(faces))
     assert ids == {"a"} and published[1:] == [1] * 89
+
+
+def test_a_face_jumping_between_images_keeps_its_id():
+    """Frames dropped (or a fast pan): the face is 1.4 face widths from where its crop looks. The crop loses
+    it, the detector finds it again in the same image, and the track lost there takes it: one id, one face
+    published, no frozen ghost of it coasting beside a new id for max_age images."""
+    source = load_sample()
+    pipeline = FacePipeline(PipelineConfig())
+    ids, published = set(), []
+    for i in range(16):
+        x = 300 + (180 if i >= 8 else 0)     # the landmark box is ~121 x 140 px
+        shift = np.float32([[1.3, 0, x - 1.3 * 224], [0, 1.3, 270 - 1.3 * 128]])
+        image = cv2.warpAffine(source, shift, (1280, 540), borderMode=cv2.BORDER_REPLICATE)
+        faces = pipeline.process(image, None, i * 33_333_333)
+        ids |= {face.track_id for face in faces}
+        published.append(len(faces))
+        if i == 8:
+            assert pipeline.detector_runs >= 2     # found again by the detector, in this image
+    assert ids == {"a"} and published[1:] == [1] * 15

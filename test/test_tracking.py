@@ -133,6 +133,42 @@ def test_new_id_after_occlusion_longer_than_max_age():
     assert face.track_id != old_id
 
 
+def test_a_face_jumping_a_face_width_keeps_its_id_and_restarts_its_filters():
+    """Frames dropped or a fast pan: the face's box no longer overlaps its track's. The track lost in this
+    image takes the new face near it (no frozen ghost coasting beside a new id) and starts its filters
+    afresh (smoothing across the jump would drag the pose for several images)."""
+    tracker = new_tracker(min_hits=2, max_age=5)
+    for i in range(6):
+        faces = tracker.update([make_face((200.0, 240.0))], stamp(i))
+    (before,) = faces
+    size = math.sqrt(np.prod(before.bbox[2:] - before.bbox[:2]))
+    jumped = make_face((200.0 + 1.3 * size, 240.0))
+    assert box_iou(before.bbox[None], jumped.bbox[None])[0, 0] == 0.0
+    (face,) = tracker.update([jumped], stamp(6))
+    assert (face.track_id, face.track_state) == (before.track_id, TRACKED) and tracker.removed_ids == []
+    np.testing.assert_array_equal(face.landmarks_px, jumped.landmarks_px)
+    assert [f.track_id for f in tracker.update([make_face((200.0 + 1.3 * size, 240.0))], stamp(7))] == ["a"]
+
+
+def test_a_new_face_takes_no_id_it_is_not_plainly_the_continuation_of():
+    """Reacquisition is for one face that jumped: a face twice the size, a face farther than
+    REACQUIRE_DISTANCE face sizes, or a face beside a track still matched in this image gets an id of its own;
+    a tentative track is not continued either."""
+    for size_factor, distance, keep_first in ((1.0, 2.5, False), (2.0, 0.9, False), (1.0, 1.0, True)):
+        tracker = new_tracker(min_hits=2, max_age=5)
+        for i in range(6):
+            tracker.update([make_face((200.0, 240.0))], stamp(i))
+        size = math.sqrt(np.prod(tracker.tracks[0].bbox[2:] - tracker.tracks[0].bbox[:2]))
+        other = make_face((200.0 + distance * size, 240.0), depth_m=1.0 / size_factor)
+        faces = [make_face((200.0, 240.0)), other] if keep_first else [other]
+        tracker.update(faces, stamp(6))
+        assert len(tracker.tracks) == 2, (size_factor, distance, keep_first)
+    tracker = new_tracker(min_hits=3)
+    tracker.update([make_face((200.0, 240.0))], stamp(0))
+    tracker.update([make_face((300.0, 240.0))], stamp(1))
+    assert [t.track_id for t in tracker.tracks] == ["b"]
+
+
 def test_new_id_after_gap_longer_than_max_gap_s():
     tracker = new_tracker(min_hits=1, max_age=1000, max_gap_s=0.5)
     tracker.update([make_face()], stamp(0))

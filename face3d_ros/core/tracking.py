@@ -3,7 +3,11 @@
 Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every update):
 - Association: Hungarian assignment (scipy's linear_sum_assignment) on cost 1 - IoU between each face's box
   and each track's box predicted to this stamp (last box moved by the track's velocity, so faces crossing
-  each other keep their ids); pairs with IoU < min_iou (or no overlap at all) are never matched.
+  each other keep their ids); pairs with IoU < min_iou (or no overlap at all) are never matched there.
+- Reacquisition: a confirmed track matched in the previous image and unmatched in this one takes a new face
+  of about its size (within REACQUIRE_SIZE_RATIO) that appeared in this image no more than
+  REACQUIRE_DISTANCE face sizes from its predicted box: the same face after a jump too large for the boxes
+  to overlap (frames dropped, a fast pan). It keeps its id and restarts its filters and velocity.
 - States (as in the FacePose message): TENTATIVE until a track has been matched in min_hits images in a row;
   TRACKED when matched in this image; COASTING when a confirmed track is unmatched in this image: it is
   returned with its last smoothed face, so consumers see continuity, until it is dropped.
@@ -27,6 +31,7 @@ Rules (all thresholds from TrackingConfig / SmoothingConfig, read at every updat
 from __future__ import annotations
 
 import dataclasses
+import math
 import string
 
 import numpy as np
@@ -35,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 from .config import SmoothingConfig, TrackingConfig
 from .geometry import all_finite
 from .roi import box_iou
-from .smoothing import NS_PER_S, FaceSmoother, frozen_copy, with_fields
+from .smoothing import NS_PER_S, FaceSmoother, face_size_px, frozen_copy, with_fields
 from .types import Face, Roi
 
 TENTATIVE, TRACKED, COASTING = 0, 1, 2
@@ -45,6 +50,11 @@ STATE_RANK = {TRACKED: 0, COASTING: 1, TENTATIVE: 2}   # which faces to publish 
 VELOCITY_GAIN = 0.5
 # Cost of a pair the gate forbids: above any real cost (<= 1), so the solver only uses it when forced.
 FORBIDDEN_COST = 1e6
+# A face that jumps between two images (dropped frames, a fast pan) no longer overlaps its track's box: the
+# track lost in this image takes a new face this near (centre distance, in the track's face sizes) and this
+# alike in size, rather than coasting beside it as a frozen ghost while the face gets a new id
+REACQUIRE_DISTANCE = 1.5
+REACQUIRE_SIZE_RATIO = 1.3
 
 
 @dataclasses.dataclass
@@ -116,7 +126,13 @@ class FaceTracker:
         for track in self._tracks.values():
             track.age += 1
         matches, lost, new_faces = self._associate(faces, stamp_ns)
+        reacquired, lost, new_faces = self._reacquire(lost, new_faces, stamp_ns)
         for track, face in matches:
+            self._hit(track, face, stamp_ns)
+        for track, face in reacquired:   # a jump: the filters and velocity would smear it over many images
+            track.smoother.reset()
+            track.velocity_px_s = (0.0, 0.0)
+            track.last_seen_stamp_ns = stamp_ns
             self._hit(track, face, stamp_ns)
         for track in lost:
             self._miss(track, stamp_ns)
@@ -164,6 +180,27 @@ class FaceTracker:
         return ([(tracks[r], faces[c]) for r, c in pairs],
                 [t for i, t in enumerate(tracks) if i not in matched_tracks],
                 [f for j, f in enumerate(faces) if j not in matched_faces])
+
+    def _reacquire(self, lost: list[Track], new_faces: list[Face], stamp_ns: int):
+        """(track, face) pairs of confirmed tracks lost in this image (matched in the previous one) and new
+        faces near them (see REACQUIRE_DISTANCE), nearest first; the tracks and faces left unpaired."""
+        candidates = []
+        for track in lost:
+            if not track.confirmed or track.misses:
+                continue
+            x0, y0, x1, y1 = track.predicted_bbox(stamp_ns)
+            size = face_size_px(track.bbox)
+            for face in new_faces:
+                (x, y), ratio = box_center(face.bbox), face_size_px(face.bbox) / size
+                distance = math.hypot(x - (x0 + x1) * 0.5, y - (y0 + y1) * 0.5) / size
+                if distance <= REACQUIRE_DISTANCE and 1.0 / REACQUIRE_SIZE_RATIO <= ratio <= REACQUIRE_SIZE_RATIO:
+                    candidates.append((distance, id(track), id(face), track, face))
+        pairs, taken = [], set()
+        for _, track_key, face_key, track, face in sorted(candidates, key=lambda c: c[0]):
+            if track_key not in taken and face_key not in taken:
+                taken |= {track_key, face_key}
+                pairs.append((track, face))
+        return (pairs, [t for t in lost if id(t) not in taken], [f for f in new_faces if id(f) not in taken])
 
     def _hit(self, track: Track, face: Face, stamp_ns: int) -> None:
         self._update_velocity(track, face.bbox, stamp_ns)
