@@ -24,7 +24,9 @@ Scenes are real faces (the bundled public-domain astronaut) tiled 1, 3 or 10 tim
 run; "overhead" = (frame time - inference) / inference: everything the pipeline adds around the models.
 "Own work, replayed" (--replay-rounds): the 1-face 640x480 tracking scene's frame time outside onnxruntime,
 with the models run between frames against the same frames with the models' recorded outputs handed back
-instead (the pipeline takes the same path; nothing evicts its caches between frames).
+instead (the pipeline takes the same path), with nothing in the models' place, with the CPU idle for as long
+as each model ran, or with 8 MB of memory written in its place: what running (or waiting) between frames
+costs the pipeline's own code.
 
 Reference (skip with --no-reference): MediaPipe's own Python face mesh (mediapipe 0.10.21 legacy solution, in a
 venv of its own at $FACE3D_REFERENCE_VENV, default ~/.cache/face3d_ros/mediapipe-venv, made on first use; never a
@@ -219,35 +221,62 @@ def rss_over_frames(n_frames: int, threads: int) -> dict:
 
 
 class RecordedSession:
-    """Stands in for an onnxruntime session: records what the real one returns (`replaying` False), or hands
-    back those outputs in the same order without running the model (`replaying` True)."""
+    """Stands in for an onnxruntime session: records what the real one returns and how long each call took
+    (`replaying` False), or hands back those outputs in the same order without running the model (`replaying`
+    True), after `stand_in(seconds)` when one is set: what to do in the model's place for as long as it ran."""
 
     def __init__(self, session):
-        self.session, self.outputs, self.replaying = session, [], False
+        self.session, self.outputs, self.seconds, self.replaying = session, [], [], False
+        self.stand_in = None
         self._next = iter(())
 
-    def replay(self) -> None:
-        self.replaying, self._next = True, iter(self.outputs)
+    def replay(self, outputs: list, seconds: list, stand_in=None) -> None:
+        self.outputs, self.seconds, self.stand_in = outputs, seconds, stand_in
+        self.replaying, self._next = True, iter(zip(outputs, seconds))
 
     def run(self, output_names, feeds):
         if self.replaying:
-            return next(self._next)
+            outputs, seconds = next(self._next)
+            if self.stand_in:
+                self.stand_in(seconds)
+            return outputs
+        start = time.perf_counter()
         outputs = self.session.run(output_names, feeds)
+        self.seconds.append(time.perf_counter() - start)
         self.outputs.append(outputs)
         return outputs
 
 
-def own_work_ms(frames: list, iris: bool, threads: int, replay: dict | None) -> tuple[float, float, dict]:
+def idle(seconds: float) -> None:
+    """The model's place left idle: the CPU waits as it would for a camera or a GPU."""
+    time.sleep(seconds)
+
+
+_SWEPT = np.zeros(8 << 20, np.uint8)
+
+
+def sweep_memory(seconds: float) -> None:
+    """The model's place taken by data traffic alone: 8 MB written (more than the attention model's ~5 MB of
+    weights and activations; the L2 cache is 0.5-1 MB per core), none of the model's code run."""
+    np.add(_SWEPT, 1, out=_SWEPT)
+
+
+STAND_INS = {"outputs_replayed": None, "replayed_after_idle": idle, "replayed_after_memory_sweep": sweep_memory}
+
+
+def own_work_ms(frames: list, iris: bool, threads: int, replay: dict | None,
+                stand_in=None) -> tuple[float, float, dict]:
     """(median ms per frame outside onnxruntime, median inference ms, the recording sessions) of the 1-face
     640x480 tracking scene; with `replay` (the sessions of an earlier run) the models are not run: their
-    recorded outputs come back, so the pipeline takes the same path with nothing evicting its caches."""
+    recorded outputs come back (after `stand_in(seconds the model took)`, not counted as the pipeline's work),
+    so the pipeline takes the same path without the model's code and data passing through the CPU."""
     pipeline = FacePipeline(scene_config(1, True, threads, iris, "attention"))
     sessions = {}
     for model in pipeline.models:
         sessions[model.path.name] = model.session = RecordedSession(model.session)
         if replay:
-            model.session.outputs = replay[model.path.name].outputs
-            model.session.replay()
+            recorded = replay[model.path.name]
+            model.session.replay(recorded.outputs, recorded.seconds, stand_in)
     camera = CameraModel.default_for(*SIZES["640x480"])
     own, inference = [], []
     for image, stamp_ns in frames:
@@ -256,26 +285,32 @@ def own_work_ms(frames: list, iris: bool, threads: int, replay: dict | None) -> 
         pipeline.process(image, camera, stamp_ns)
         elapsed = (time.perf_counter() - start) * 1e3
         inference.append(pipeline.inference_ms - inference_before)
-        own.append(elapsed - (0.0 if replay else inference[-1]))
+        own.append(elapsed - inference[-1])
     return float(np.median(own)), float(np.median(inference)), sessions
 
 
 def overhead_replayed(n_frames: int, rounds: int, threads: int) -> dict:
     """The pipeline's own work per frame with the models run between frames, against the same work with their
-    recorded outputs replayed (alternating rounds, same frames). The difference is what refilling the caches
-    costs after each model run (the attention model alone streams ~5 MB of weights through them)."""
+    recorded outputs replayed (same frames, same path): with nothing in the models' place, with the CPU idle
+    for as long as each model ran, and with 8 MB of memory written in their place (alternating rounds). What
+    the first costs more than the second is what running anything else between frames costs our code; the
+    last two tell idle time and data traffic apart."""
     frames = list(tiled_frames(1, SIZES["640x480"], n_frames))
     out = {}
     for iris in (True, False):
         rows = []
-        for _ in range(rounds):
+        for k in range(rounds):
             run_ms, inference_ms, sessions = own_work_ms(frames, iris, threads, None)
-            replay_ms, _, _ = own_work_ms(frames, iris, threads, sessions)
-            rows.append((run_ms, replay_ms, inference_ms))
-        run_ms, replay_ms, inference_ms = np.median(np.array(rows), axis=0).tolist()
-        out[478 if iris else 468] = {"own_ms_models_run": run_ms, "own_ms_outputs_replayed": replay_ms,
-                                     "inference_ms": inference_ms, "overhead": run_ms / inference_ms,
-                                     "overhead_replayed": replay_ms / inference_ms, "rounds": rows}
+            order = list(STAND_INS.items())
+            replayed = {name: own_work_ms(frames, iris, threads, sessions, stand_in)[0]
+                        for name, stand_in in (order if k % 2 == 0 else order[::-1])}
+            rows.append({"models_run": run_ms, **replayed, "inference": inference_ms})
+        medians = {name: float(np.median([row[name] for row in rows])) for name in rows[0]}
+        inference_ms = medians.pop("inference")
+        out[478 if iris else 468] = {**{f"own_ms_{name}": ms for name, ms in medians.items()},
+                                     "inference_ms": inference_ms,
+                                     **{f"overhead_{name}": ms / inference_ms for name, ms in medians.items()},
+                                     "rounds": rows}
     return out
 
 
@@ -505,8 +540,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rss-frames", type=int, default=None,
                         help="frames of the RSS check (default 10000, 2000 with --quick; 0: skip)")
     parser.add_argument("--replay-rounds", type=int, default=3,
-                        help="rounds of the cache check: the pipeline's own work with the models run against "
-                             "their outputs replayed (0: skip)")
+                        help="rounds of the own-work check: the pipeline's own work with the models run against "
+                             "their outputs replayed, bare, after idling and after a memory sweep (0: skip)")
     parser.add_argument("--ros-seconds", type=float, default=5.0, help="latency window per ROS row (30 Hz)")
     parser.add_argument("--throughput-hz", type=float, default=100.0, help="camera rate of the ROS throughput phase")
     args = parser.parse_args(argv)
@@ -582,12 +617,12 @@ def core_part(args, scenes) -> dict:
     if args.replay_rounds:
         out["overhead_replayed"] = replayed = overhead_replayed(args.frames, args.replay_rounds, args.threads)
         print(f"the pipeline's own work per frame (1 face 640x480 tracking, median of {args.replay_rounds} "
-              "alternating rounds): with the models run between frames / with their recorded outputs replayed "
-              "(nothing evicting the caches):")
+              "alternating rounds): with the models run / with their recorded outputs replayed: nothing in their "
+              "place, the CPU idle as long as they ran, 8 MB of memory written in their place:")
         for points, r in replayed.items():
-            print(f"  {points} points: {r['own_ms_models_run']:.2f} ms ({100 * r['overhead']:.0f}% of inference "
-                  f"{r['inference_ms']:.2f} ms) / {r['own_ms_outputs_replayed']:.2f} ms "
-                  f"({100 * r['overhead_replayed']:.0f}%)")
+            print(f"  {points} points: {r['own_ms_models_run']:.2f} ms ({100 * r['overhead_models_run']:.0f}% of "
+                  f"inference {r['inference_ms']:.2f} ms) / " + " / ".join(
+                      f"{r['own_ms_' + name]:.2f} ms ({100 * r['overhead_' + name]:.0f}%)" for name in STAND_INS))
     rss_frames = args.rss_frames if args.rss_frames is not None else (2000 if args.quick else 10000)
     if rss_frames:
         start = time.monotonic()

@@ -71,9 +71,9 @@ def test_reference_pnp_baseline_agrees_with_our_fit_on_the_astronaut(config):
 
 
 def test_replayed_model_outputs_take_the_pipeline_down_the_same_path(monkeypatch):
-    """speed.py's cache check compares the pipeline's own work with the models run and with their recorded
-    outputs handed back: that is only the same work if the replay gives the same faces, frame by frame, without
-    running a model."""
+    """speed.py's own-work check compares the pipeline's own work with the models run and with their recorded
+    outputs handed back (after a stand-in for as long as each model ran): that is only the same work if the
+    replay gives the same faces, frame by frame, without running a model."""
     frames = list(speed.tiled_frames(1, speed.SIZES["640x480"], 40))
     _, _, recorded = speed.own_work_ms(frames, True, 1, None)
     assert len(recorded["face_landmark_with_attention.onnx"].outputs) == len(frames)
@@ -90,7 +90,10 @@ def test_replayed_model_outputs_take_the_pipeline_down_the_same_path(monkeypatch
     faces.clear()
     for session in recorded.values():   # a replay that ran a model would fail here
         session.session = None
-    speed.own_work_ms(frames, True, 1, recorded)
+    stood_in = []
+    speed.own_work_ms(frames, True, 1, recorded, stood_in.append)
+    # each model call's stand-in ran once, for as long as that call took
+    assert sorted(stood_in) == sorted(seconds for session in recorded.values() for seconds in session.seconds)
     assert [len(f) for f in faces] == [len(f) for f in ran]
     assert sum(len(f) == 1 for f in ran) == len(frames) - 1     # a track is published from its second image
     for replayed, original in ((r, o) for r, o in zip(faces, ran) if o):
