@@ -157,6 +157,9 @@ def ensure_venv(venv: Path, reuse: bool) -> Path:
         print(f"[venv] reusing {venv}")
         return py
     if venv.exists():
+        if not (venv / "pyvenv.cfg").is_file():   # never delete a folder that is not a venv (e.g. a typo)
+            raise SystemExit(f"{venv} exists and is not a virtual environment (no pyvenv.cfg): refusing to "
+                             "delete it; pass another --venv")
         print(f"[venv] removing old {venv}")
         shutil.rmtree(venv)
     print(f"[venv] creating {venv} with {sys.executable}")
@@ -798,6 +801,9 @@ def read_manifest(path: Path) -> dict:
 
 
 def build(args):
+    unknown = set(args.only.split(",")) - set(MODELS) if args.only else set()
+    if unknown:
+        raise SystemExit(f"--only: unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
     workdir = Path(tempfile.mkdtemp(prefix="face3d-models-"))
     try:
         old_manifest = read_manifest(MODELS_DIR / "MANIFEST.sha256")
@@ -808,7 +814,12 @@ def build(args):
         only = set(args.only.split(",")) if args.only else None
         for name, spec in MODELS.items():
             if only and name not in only:
-                shipped.append(MODELS_DIR / spec["onnx"])
+                # kept as it is: the manifest must not take a changed (corrupt) file's hash as the truth
+                kept = MODELS_DIR / spec["onnx"]
+                if not kept.is_file() or old_manifest.get(kept.name) != sha256(kept):
+                    raise SystemExit(f"{kept.name} does not match MANIFEST.sha256: rebuild it too "
+                                     f"(--only {','.join(sorted(only | {name}))}) or drop --only")
+                shipped.append(kept)
                 continue
             shipped.append(convert_one(name, spec, tflites[name], workdir,
                                        prelu=args.prelu))

@@ -4,7 +4,7 @@
 Runs every ONNX model (onnxruntime) and the original TFLite model from the
 mediapipe==0.10.21 wheel (TensorFlow's TFLite interpreter, both with the
 default XNNPACK delegate and with the plain reference kernels) on
-test/data/astronaut.png (NASA, public domain):
+face3d_ros/data/astronaut.png (NASA, public domain):
   * detectors: the whole image resized to 128x128 / 192x192, scaled to [-1, 1];
   * face_landmark: a square crop around the face, 192x192, [0, 1];
   * iris_landmark: 64x64 crops around both eyes (placed with the landmarks), [0, 1];
@@ -31,7 +31,7 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
 ROOT = MODELS_DIR.parent
-IMAGE_CANDIDATES = [ROOT / "test" / "data" / "astronaut.png",
+IMAGE_CANDIDATES = [ROOT / "face3d_ros" / "data" / "astronaut.png",
                     ROOT.parent / "shared" / "data" / "single_face" / "skimage_astronaut.png"]
 TOL = 1e-3
 BATCH_TOL = 1e-5

@@ -1,5 +1,8 @@
 """Shipped model files: manifest hashes and ONNX I/O contract (onnxruntime + numpy + opencv only)."""
+import argparse
 import hashlib
+import importlib.util
+import shutil
 from pathlib import Path
 
 import cv2
@@ -7,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from face3d_ros.core.model_files import read_manifest
+from face3d_ros.core.model_files import check_model_files, models_dir, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -43,13 +46,62 @@ def test_manifest_files_exist_and_match():
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{name}: sha256 mismatch"
 
 
-def test_every_onnx_is_in_manifest():
+def test_every_shipped_file_is_in_manifest():
+    """Every file the package ships from models/ (models, geometry, licence), not only the ONNX ones: the load
+    time check refuses a file its manifest does not list."""
     entries = _manifest()
-    onnx_files = sorted(p.name for p in MODELS.glob("*.onnx"))
-    assert onnx_files, "no .onnx files in models/"
-    assert set(CONTRACT) <= set(onnx_files)
-    for name in onnx_files:
-        assert name in entries, f"{name} not listed in MANIFEST.sha256"
+    shipped = sorted(p.name for p in MODELS.iterdir()
+                     if p.is_file() and p.suffix != ".py" and p.name not in ("README.md", "MANIFEST.sha256"))
+    assert set(CONTRACT) <= set(shipped) and {"LICENSE", "NOTICE", "canonical_face_model.obj"} <= set(shipped)
+    assert [name for name in shipped if name not in entries] == []
+
+
+def test_load_time_check_refuses_unlisted_files_and_a_missing_manifest(tmp_path):
+    """A corrupt file whose manifest line was removed, or whose manifest was deleted, must not pass unchecked."""
+    folder = tmp_path / "models"
+    shutil.copytree(MODELS, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__", "*.onnx"))
+    names = ["canonical_face_model.obj", "face_model_with_iris.obj"]
+    assert check_model_files(folder, names) == []
+    (folder / names[0]).write_text("v 0 0 0\n")
+    manifest = folder / "MANIFEST.sha256"
+    manifest.write_text("".join(line + "\n" for line in manifest.read_text().splitlines() if names[0] not in line))
+    assert check_model_files(folder, names) == [f"{names[0]} is not listed in MANIFEST.sha256"]
+    manifest.unlink()
+    (problem,) = check_model_files(folder, names)
+    assert problem.startswith("MANIFEST.sha256 is missing")
+
+
+def test_a_models_folder_named_in_the_environment_is_used_alone(monkeypatch, tmp_path):
+    """$FACE3D_MODELS_DIR pointing at the wrong folder must say so, not quietly load the installed models."""
+    monkeypatch.setenv("FACE3D_MODELS_DIR", str(tmp_path / "nowhere"))
+    models_dir.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="nowhere"):
+            models_dir()
+        monkeypatch.setenv("FACE3D_MODELS_DIR", str(MODELS))
+        models_dir.cache_clear()
+        assert models_dir() == MODELS
+    finally:
+        models_dir.cache_clear()
+
+
+def _build_models_script():
+    spec = importlib.util.spec_from_file_location("build_models", MODELS / "build_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_rebuild_refuses_to_delete_a_folder_that_is_not_a_venv_or_rebuild_unknown_models(tmp_path):
+    build_models = _build_models_script()
+    precious = tmp_path / "data" / "precious.txt"
+    precious.parent.mkdir()
+    precious.write_text("keep")
+    with pytest.raises(SystemExit, match="not a virtual environment"):
+        build_models.ensure_venv(precious.parent, reuse=False)
+    assert precious.read_text() == "keep"
+    with pytest.raises(SystemExit, match="unknown model"):   # a typo used to rebuild nothing and succeed
+        build_models.build(argparse.Namespace(only="face_landmarks", wheel=None, prelu=None))
 
 
 @pytest.fixture(scope="module")

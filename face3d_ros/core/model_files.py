@@ -1,7 +1,8 @@
 """Where the shipped models live, and checking them against their manifest.
 
-Search order: an explicit folder, $FACE3D_MODELS_DIR, the installed share folder (ament index, then
-<sys.prefix>/share/face3d_ros/models for pip installs), then the source tree's models/.
+Search order: an explicit folder (backend.models_dir) or else $FACE3D_MODELS_DIR, either used alone (a folder
+named on purpose is never silently replaced by another); otherwise the installed share folder (ament index,
+then <sys.prefix>/share/face3d_ros/models for pip installs), then the source tree's models/.
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ MANIFEST = "MANIFEST.sha256"
 
 
 def _candidates(override: str) -> list[Path]:
+    named = override or os.environ.get("FACE3D_MODELS_DIR", "")
+    if named:   # named on purpose: used alone, never silently replaced by the installed models
+        return [Path(named).expanduser()]
     places = []
-    if override:
-        places.append(Path(override).expanduser())
-    if os.environ.get("FACE3D_MODELS_DIR"):
-        places.append(Path(os.environ["FACE3D_MODELS_DIR"]).expanduser())
     try:  # a sourced ROS install (colcon)
         from ament_index_python.packages import get_package_share_directory
         places.append(Path(get_package_share_directory("face3d_ros")) / "models")
@@ -35,8 +35,6 @@ def _candidates(override: str) -> list[Path]:
 def models_dir(override: str = "") -> Path:
     """The first folder holding the models; FileNotFoundError lists the places tried."""
     tried = _candidates(override)
-    if override:  # an explicit folder must be used, never silently replaced by another
-        tried = tried[:1]
     for place in tried:
         if (place / MARKER).is_file():
             return place
@@ -66,10 +64,17 @@ class ModelFilesError(ValueError):
 
 
 def check_model_files(folder: Path, names) -> list[str]:
-    """The problems of the model files `names` in `folder` (missing, empty, or not matching the manifest
-    beside them), one line each; empty when all are fine. Every file is checked, not just the first bad one."""
+    """The problems of the model files `names` in `folder` (missing, empty, not listed in the manifest beside
+    them or not matching it, or no manifest at all), one line each; empty when all are fine. Every file is
+    checked, not just the first bad one."""
     folder = Path(folder)
-    manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else {}
+    if not (folder / MANIFEST).is_file():
+        return [f"{MANIFEST} is missing: the files cannot be verified (a models folder is written with its "
+                "manifest by models/build_models.py)"]
+    try:
+        manifest = read_manifest(folder)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return [f"{MANIFEST} is unreadable ({err})"]
     problems = []
     for name in names:
         path = folder / name
@@ -81,7 +86,9 @@ def check_model_files(folder: Path, names) -> list[str]:
             problems.append(f"{name} is empty (0 bytes)")
             continue
         expected = manifest.get(name)
-        if expected is not None and sha256_of(path) != expected:
+        if expected is None:
+            problems.append(f"{name} is not listed in {MANIFEST}")
+        elif sha256_of(path) != expected:
             problems.append(f"{name} ({size} bytes) does not match its sha256 in {MANIFEST} (corrupt, truncated "
                             "or replaced)")
     return problems
