@@ -45,6 +45,7 @@ from face3d_ros.core.geometry import (MESH_POINTS, HeadPoseSolver, landmarks_68,
                                       yaw_pitch_roll_line_of_sight_deg)
 from face3d_ros.core.roi import box_iou, landmark_box  # noqa: E402
 from face3d_ros.core.types import Face, InputError  # noqa: E402
+from speed import call_reference, json_safe, reference_python, write_npz  # noqa: E402  (beside this script)
 
 PROTOCOL_MAX_DEG = 99.0
 YAW_BINS = ((0, 30), (30, 60), (60, 90))    # the last bin takes every |yaw| over 60
@@ -172,7 +173,6 @@ REFERENCE_MAX_FACES = 5     # some images hold more than one face; the labelled 
 def mediapipe_landmarks(python: Path, images, refine: bool) -> list[tuple[CameraModel, list]]:
     """MediaPipe face mesh (static_image_mode=True, its default confidences) on each BGR image (any iterable):
     per image, the default camera for its size and the (468 or 478, 3) pixel landmarks of every face found."""
-    from speed import call_reference, write_npz
     with tempfile.TemporaryDirectory(prefix="face3d-aflw-") as tmp:
         frames, out = Path(tmp) / "frames.npz", Path(tmp) / "landmarks.json"
         write_npz(frames, images)
@@ -355,17 +355,6 @@ def print_summary(s: dict, timed: bool = True) -> None:
         print(f"time {1000 * s['seconds_per_image']:.1f} ms per image (whole pipeline, incl. decoding)")
 
 
-def json_safe(value):
-    """`value` with NaN and inf as null: json.dumps would write the bare NaN token, which is not JSON."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def print_perturbed(perturbed: dict) -> None:
     print(f"perturbed: {perturbed['missed']} missed of {perturbed['cases']} "
           f"({100 * perturbed['missed'] / max(perturbed['cases'], 1):.1f}%); by zoom, then roll "
@@ -411,7 +400,6 @@ def main(argv=None) -> int:
         summary["perturbed"] = perturbed_misses(args.data, config, args.limit)
         print_perturbed(summary["perturbed"])
     if args.reference:
-        from speed import reference_python
         python, why = reference_python()
         if python is None:
             print(f"reference skipped: {why}")

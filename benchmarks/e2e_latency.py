@@ -275,20 +275,23 @@ def run(scenes, modes, latency_s: float = 5.0, throughput_s: float = 4.0, warmup
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--role", choices=("bench", "camera"), default="bench")
-    parser.add_argument("--faces", type=int, default=1)
-    parser.add_argument("--size", default="640x480", choices=SIZES)
-    parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--faces", type=int, help="only this many faces (default: 1, 3 and 10)")
+    parser.add_argument("--size", choices=SIZES, help="only this image size (default: all)")
+    parser.add_argument("--rate", type=float, default=30.0, help="camera rate of the latency phase, Hz")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency phase, s")
     parser.add_argument("--quick", action="store_true", help="one face at 640x480 only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
     if args.role == "camera":
-        sys.path.insert(0, str(Path(__file__).parent))
         return camera_main(args)
-    scenes = [(1, "640x480")] if args.quick else [(n, s) for s in SIZES for n in (1, 3, 10)]
-    result = run(scenes, (True, False))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+    from speed import json_safe
+    sizes = [args.size] if args.size else (["640x480"] if args.quick else list(SIZES))
+    counts = [args.faces] if args.faces else ([1] if args.quick else [1, 3, 10])
+    result = run([(n, s) for s in sizes for n in counts], (True, False), latency_s=args.seconds,
+                 latency_hz=args.rate)
+    if args.json:   # a phase that received nothing has NaN percentiles: null in the JSON
+        args.json.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False))
     return 0
 
 

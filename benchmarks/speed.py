@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -165,8 +166,9 @@ def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmu
     totals, inference, cpu, found = [], [], [], []
     stages = {s: [] for s in STAGES + ROS_STAGES}
     runs_before = 0
-    msgs = [(ros.image_msg(img), ros.jpeg_msg(img) if i % 10 == 0 else None) if ros else None
-            for i, (img, _) in enumerate(frames)]
+    # every timed frame's Image message, and every tenth one's JPEG (counted from the first timed frame)
+    msgs = [(ros.image_msg(img), ros.jpeg_msg(img) if i >= warmup and (i - warmup) % 10 == 0 else None)
+            if ros else None for i, (img, _) in enumerate(frames)]
     for i, (image, stamp_ns) in enumerate(frames):
         if i == warmup:
             runs_before = pipeline.detector_runs
@@ -195,7 +197,7 @@ def run_scene(n_faces: int, size_name: str, tracking: bool, n_frames: int, warmu
             "overhead": float(np.median((totals - inference) / np.maximum(inference, 1e-6))),
             "cpu_ms_per_frame": float(np.median(cpu)), "faces_found_median": float(np.median(found)),
             "detector_run_fraction": (pipeline.detector_runs - runs_before) / n_frames,
-            "stage_mean_ms": {s: float(np.mean(v)) if v else float("nan") for s, v in stages.items()}}
+            "stage_mean_ms": {s: float(np.mean(v)) if v else None for s, v in stages.items()}}
 
 
 def current_rss_mb() -> float:
@@ -265,12 +267,12 @@ STAND_INS = {"outputs_replayed": None, "replayed_after_idle": idle, "replayed_af
 
 
 def own_work_ms(frames: list, iris: bool, threads: int, replay: dict | None,
-                stand_in=None) -> tuple[float, float, dict]:
+                stand_in=None, iris_model: str = "attention") -> tuple[float, float, dict]:
     """(median ms per frame outside onnxruntime, median inference ms, the recording sessions) of the 1-face
     640x480 tracking scene; with `replay` (the sessions of an earlier run) the models are not run: their
     recorded outputs come back (after `stand_in(seconds the model took)`, not counted as the pipeline's work),
     so the pipeline takes the same path without the model's code and data passing through the CPU."""
-    pipeline = FacePipeline(scene_config(1, True, threads, iris, "attention"))
+    pipeline = FacePipeline(scene_config(1, True, threads, iris, iris_model))
     sessions = {}
     for model in pipeline.models:
         sessions[model.path.name] = model.session = RecordedSession(model.session)
@@ -289,7 +291,8 @@ def own_work_ms(frames: list, iris: bool, threads: int, replay: dict | None,
     return float(np.median(own)), float(np.median(inference)), sessions
 
 
-def overhead_replayed(n_frames: int, rounds: int, threads: int) -> dict:
+def overhead_replayed(n_frames: int, rounds: int, threads: int, iris_model: str = "attention",
+                      rows_468: bool = True) -> dict:
     """The pipeline's own work per frame with the models run between frames, against the same work with their
     recorded outputs replayed (same frames, same path): with nothing in the models' place, with the CPU idle
     for as long as each model ran, and with 8 MB of memory written in their place (alternating rounds). What
@@ -297,12 +300,12 @@ def overhead_replayed(n_frames: int, rounds: int, threads: int) -> dict:
     last two tell idle time and data traffic apart."""
     frames = list(tiled_frames(1, SIZES["640x480"], n_frames))
     out = {}
-    for iris in (True, False):
+    for iris in ((True, False) if rows_468 else (True,)):
         rows = []
         for k in range(rounds):
-            run_ms, inference_ms, sessions = own_work_ms(frames, iris, threads, None)
+            run_ms, inference_ms, sessions = own_work_ms(frames, iris, threads, None, iris_model=iris_model)
             order = list(STAND_INS.items())
-            replayed = {name: own_work_ms(frames, iris, threads, sessions, stand_in)[0]
+            replayed = {name: own_work_ms(frames, iris, threads, sessions, stand_in, iris_model)[0]
                         for name, stand_in in (order if k % 2 == 0 else order[::-1])}
             rows.append({"models_run": run_ms, **replayed, "inference": inference_ms})
         medians = {name: float(np.median([row[name] for row in rows])) for name in rows[0]}
@@ -312,6 +315,22 @@ def overhead_replayed(n_frames: int, rounds: int, threads: int) -> dict:
                                      **{f"overhead_{name}": ms / inference_ms for name, ms in medians.items()},
                                      "rounds": rows}
     return out
+
+
+def json_safe(value):
+    """`value` with NaN and inf as null: json.dumps would write the bare NaN token, which is not JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def ms_text(ms: float | None, width: int) -> str:
+    """A stage's mean ms for the table; "-" where the stage was not sampled."""
+    return f"{ms:{width}.2f}" if ms is not None else "-".rjust(width)
 
 
 REFERENCE_PINS = ("mediapipe==0.10.21", "numpy<2", "opencv-contrib-python<4.12")  # 0.10.21 needs numpy 1.x
@@ -560,7 +579,7 @@ def main(argv=None) -> int:
     print(f"machine: {report['cpu']}, {report['cores']} cores; load average before {report['load_before'][0]:.2f}, "
           f"after {report['load_after'][0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        args.json.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False))
     return 0
 
 
@@ -599,8 +618,8 @@ def core_part(args, scenes) -> dict:
                 print(f"{r['faces']:>5} {r['size']:>9} {r['mode']:>19} {r['points']:>3} {r['median_ms']:7.2f} "
                       f"{r['p95_ms']:6.2f} {r['fps']:6.1f} {r['inference_ms']:6.2f} {100 * r['overhead']:4.0f}% "
                       f"{r['cpu_ms_per_frame']:6.2f} {100 * r['detector_run_fraction']:4.0f}% "
-                      + " ".join(f"{r['stage_mean_ms'][s]:9.2f}" for s in STAGES)
-                      + ("".join(f" {r['stage_mean_ms'][s]:7.2f}" for s in ROS_STAGES) if ros else "")
+                      + " ".join(ms_text(r['stage_mean_ms'][s], 9) for s in STAGES)
+                      + ("".join(" " + ms_text(r['stage_mean_ms'][s], 7) for s in ROS_STAGES) if ros else "")
                       + ref_cols, flush=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak_rss_mb:.0f} MB; stage columns are mean ms per frame (jpeg: of the frames sampled)")
@@ -615,7 +634,8 @@ def core_part(args, scenes) -> dict:
               f"{blocks} blocks of the same {args.block_frames} frames each; ratios per block):")
         out["paired"] = paired_blocks(ref_python, args, blocks, args.block_frames)
     if args.replay_rounds:
-        out["overhead_replayed"] = replayed = overhead_replayed(args.frames, args.replay_rounds, args.threads)
+        out["overhead_replayed"] = replayed = overhead_replayed(args.frames, args.replay_rounds, args.threads,
+                                                                       args.iris_model, args.rows_468)
         print(f"the pipeline's own work per frame (1 face 640x480 tracking, median of {args.replay_rounds} "
               "alternating rounds): with the models run / with their recorded outputs replayed: nothing in their "
               "place, the CPU idle as long as they ran, 8 MB of memory written in their place:")

@@ -64,8 +64,10 @@ def static_jitter(smoothing: bool, n_frames: int) -> dict:
             "rms_translation_mm": float(np.sqrt((trans ** 2).mean()))}
 
 
-def best_shift(signal: np.ndarray, reference: np.ndarray, max_shift: float = 10.0) -> float:
-    """Frames by which `signal` trails `reference` (fractional; both on the same frame grid)."""
+def best_shift(signal: np.ndarray, reference: np.ndarray, max_shift: float = 10.0, fitted: bool = False) -> float:
+    """Frames by which `signal` trails `reference` (fractional; both on the same frame grid). `fitted`: the
+    reference is in other units (e.g. a scale against a depth in metres): at each shift it is first mapped onto
+    the signal by a least-squares gain and offset."""
     frames = np.arange(len(reference), dtype=float)
     shifts = np.arange(-2.0, max_shift, 0.05)
     valid = ~np.isnan(signal) & ~np.isnan(reference)
@@ -73,14 +75,26 @@ def best_shift(signal: np.ndarray, reference: np.ndarray, max_shift: float = 10.
     for s in shifts:
         shifted = np.interp(frames - s, frames[valid], reference[valid])
         keep = valid & (frames - s >= 0) & (frames - s <= len(reference) - 1)
+        if fitted:
+            gain, offset = np.polyfit(shifted[keep], signal[keep], 1)
+            shifted = gain * shifted + offset
         errors.append(np.mean((signal[keep] - shifted[keep]) ** 2))
     return float(shifts[int(np.argmin(errors))])
+
+
+def roll_deg(pose) -> float:
+    return np.nan if pose is None else yaw_pitch_roll_deg(pose[0])[2]
 
 
 def lag(n_frames: int) -> dict:
     """Lag of the smoothed roll and depth behind the unsmoothed ones, and of those behind the truth."""
     roll_motion = Motion(roll_deg_per_s=60.0, roll_start_deg=-45.0)
     scale_motion = Motion(scale_amplitude=0.2, period_s=2.0)
+    # The roll truth is a ramp, and a ramp L frames late is the same ramp offset by 60 deg/s x L: the offset
+    # that puts the truth in the measured roll (the head's own tilt) cannot be fitted to the ramp without
+    # hiding the lag, so it is measured on the still face (truth 0). The slope (the roll's sign) can be.
+    still_roll = float(np.nanmedian([roll_deg(p) for p in run(pipeline_for(False),
+                                                               moving_face(10, FPS, Motion(), SIZE))]))
     results = {}
     for name, motion, series in (("roll_60deg_s", roll_motion, "roll"), ("scale", scale_motion, "depth")):
         frames = list(moving_face(n_frames, FPS, motion, SIZE))
@@ -88,17 +102,17 @@ def lag(n_frames: int) -> dict:
         measured = {}
         for smoothing in (False, True):
             poses = run(pipeline_for(smoothing), frames)
-            values = [np.nan if p is None else (yaw_pitch_roll_deg(p[0])[2] if series == "roll" else p[1][2])
-                      for p in poses]
+            values = [roll_deg(p) if series == "roll" else (np.nan if p is None else p[1][2]) for p in poses]
             measured[smoothing] = np.array(values, dtype=float)
         raw, smooth = measured[False], measured[True]
-        # put the truth in the measurement's units: roll sign and depth scale by a least-squares fit
-        valid = ~np.isnan(raw)
-        gain, offset = np.polyfit(truth[valid], raw[valid], 1)
-        truth_units = gain * truth + offset
-        results[name] = {"raw_behind_truth_frames": best_shift(raw, truth_units),
+        if series == "roll":
+            valid = ~np.isnan(raw)
+            reference, fitted = np.polyfit(truth[valid], raw[valid], 1)[0] * truth + still_roll, False
+        else:   # a sine: its scale and offset are fitted at each shift (the depth's units are metres)
+            reference, fitted = truth, True
+        results[name] = {"raw_behind_truth_frames": best_shift(raw, reference, fitted=fitted),
                          "smoothed_behind_raw_frames": best_shift(smooth, raw),
-                         "smoothed_behind_truth_frames": best_shift(smooth, truth_units),
+                         "smoothed_behind_truth_frames": best_shift(smooth, reference, fitted=fitted),
                          "frames_without_face": int(np.isnan(smooth).sum())}
     return results
 

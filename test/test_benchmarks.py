@@ -11,11 +11,12 @@ import pytest
 
 from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig
 from face3d_ros.core.geometry import HeadPoseSolver, rotation_from_yaw_pitch_roll_deg, yaw_pitch_roll_deg
-from face3d_ros.core.synthetic import load_sample
+from face3d_ros.core.synthetic import load_sample, motion_at
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import aflw2000  # noqa: E402
 import speed  # noqa: E402
+import stability  # noqa: E402
 
 AFLW = Path(__file__).resolve().parents[2] / "shared" / "data" / "aflw2000_prnet16"
 
@@ -49,7 +50,7 @@ def test_aflw_compares_the_euler_form_nearest_the_label():
         estimate = aflw2000.nearest_euler(yaw_pitch_roll_deg(R), np.array(truth))
         np.testing.assert_allclose(aflw2000.angle_error(estimate, np.array(truth)), 0.0, atol=1e-6)
     assert aflw2000.yaw_bin(95.0) == (60, 90) and aflw2000.yaw_bin(-30.0) == (0, 30)
-    assert aflw2000.json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
+    assert speed.json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
 
 
 def test_reference_pnp_baseline_agrees_with_our_fit_on_the_astronaut(config):
@@ -110,3 +111,27 @@ def test_aflw_counts_unusable_labels_and_images_instead_of_crashing(tmp_path):
     skipped = {}
     assert list(aflw2000.labelled_images(tmp_path, skipped=skipped)) == []
     assert skipped == {"bad_label": 1, "no_label": 1}
+
+
+def test_stability_lag_finds_known_delays(monkeypatch):
+    """stability.py's lag rows on poses delayed by a known number of frames (raw 3, smoothed 5), with the
+    head's own roll offset (4 deg) and depth in metres. The roll truth is a ramp: fitting its offset to the
+    measurement absorbed any delay, so the raw roll always read 0 frames behind the truth."""
+    motions = []
+    monkeypatch.setattr(stability, "pipeline_for", lambda smoothing, **overrides: smoothing)
+
+    def delayed(smoothing, frames):
+        delay = 5.0 if smoothing else 3.0
+        poses = []
+        for i, _ in enumerate(frames):
+            roll, scale = motion_at(motions[-1], (i - delay) / stability.FPS)
+            poses.append((rotation_from_yaw_pitch_roll_deg(0.0, 0.0, 4.0 - roll), np.array([0.0, 0.0, 0.6 / scale])))
+        return poses
+
+    monkeypatch.setattr(stability, "run", delayed)
+    original = stability.moving_face
+    monkeypatch.setattr(stability, "moving_face", lambda n, fps, motion, size: motions.append(motion)
+                        or original(n, fps, motion, size))
+    for name, r in stability.lag(75).items():
+        assert (r["raw_behind_truth_frames"], r["smoothed_behind_raw_frames"], r["smoothed_behind_truth_frames"]) \
+            == pytest.approx((3.0, 2.0, 5.0), abs=0.06), name
