@@ -801,7 +801,8 @@ def read_manifest(path: Path) -> dict:
 
 
 def build(args):
-    unknown = set(args.only.split(",")) - set(MODELS) if args.only else set()
+    only = set(args.only.split(",")) if args.only else None
+    unknown = (only or set()) - set(MODELS)
     if unknown:
         raise SystemExit(f"--only: unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODELS)}")
     workdir = Path(tempfile.mkdtemp(prefix="face3d-models-"))
@@ -811,7 +812,6 @@ def build(args):
         print(f"[wheel] {wheel.name} sha256 {sha256(wheel)}")
         tflites = extract_tflite(wheel, workdir)
         shipped = []
-        only = set(args.only.split(",")) if args.only else None
         for name, spec in MODELS.items():
             if only and name not in only:
                 # kept as it is: the manifest must not take a changed (corrupt) file's hash as the truth

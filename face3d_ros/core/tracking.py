@@ -78,6 +78,11 @@ class Track:
     def confirmed(self) -> bool:
         return self.state != TENTATIVE
 
+    def restart_filters(self) -> None:
+        """Forget the motion so far (after a gap in the images, or a jump): smoothing across it would drag."""
+        self.smoother.reset()
+        self.velocity_px_s = (0.0, 0.0)
+
     def predicted_bbox(self, stamp_ns: int) -> list[float]:
         """The last box (x0, y0, x1, y1) moved by the track's velocity to `stamp_ns`."""
         dt = (stamp_ns - self.last_seen_stamp_ns) / NS_PER_S
@@ -130,10 +135,7 @@ class FaceTracker:
         for track, face in matches:
             self._hit(track, face, stamp_ns)
         for track, face in reacquired:   # a jump: the filters and velocity would smear it over many images
-            track.smoother.reset()
-            track.velocity_px_s = (0.0, 0.0)
-            track.last_seen_stamp_ns = stamp_ns
-            self._hit(track, face, stamp_ns)
+            self._hit(track, face, stamp_ns, jumped=True)
         for track in lost:
             self._miss(track, stamp_ns)
         for face in new_faces:
@@ -159,8 +161,7 @@ class FaceTracker:
             if track.misses:
                 self._drop(track)
             else:  # seen in the previous image, but the images stopped for a while
-                track.smoother.reset()
-                track.velocity_px_s = (0.0, 0.0)
+                track.restart_filters()
 
     def _associate(self, faces: list[Face], stamp_ns: int):
         """(track, face) matches, unmatched tracks, unmatched faces."""
@@ -202,8 +203,11 @@ class FaceTracker:
                 pairs.append((track, face))
         return (pairs, [t for t in lost if id(t) not in taken], [f for f in new_faces if id(f) not in taken])
 
-    def _hit(self, track: Track, face: Face, stamp_ns: int) -> None:
-        self._update_velocity(track, face.bbox, stamp_ns)
+    def _hit(self, track: Track, face: Face, stamp_ns: int, jumped: bool = False) -> None:
+        if jumped:   # the jump is no velocity: start again from rest
+            track.restart_filters()
+        else:
+            self._update_velocity(track, face.bbox, stamp_ns)
         track.hits += 1
         track.misses = 0
         track.state = TRACKED if track.confirmed or track.hits >= self.tracking.min_hits else TENTATIVE
