@@ -5,6 +5,9 @@
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import logging
 import time
 from pathlib import Path
@@ -28,10 +31,34 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here and `strict` forbids falling back."""
 
 
+_gpu_libraries_loaded = False
+
+
+def load_gpu_libraries() -> None:
+    """Load the CUDA and cuDNN libraries that pip installs beside onnxruntime-gpu (the nvidia-* wheels of its
+    `[cuda,cudnn]` extras), once per process. They are not on the loader's path, so without this onnxruntime
+    cannot start its CUDA provider and silently runs on the CPU. Libraries installed system-wide (apt, the CUDA
+    toolkit) are found either way; what is missing is reported when the provider fails to start."""
+    global _gpu_libraries_loaded
+    if _gpu_libraries_loaded or not hasattr(ort, "preload_dlls"):   # only onnxruntime-gpu >= 1.21 has it
+        return
+    _gpu_libraries_loaded = True
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):    # it prints each library it cannot load
+        try:
+            ort.preload_dlls()
+        except (OSError, RuntimeError) as err:
+            print(err)
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", " ".join(printed.getvalue().split()))
+
+
 def provider_chain(config: BackendConfig) -> list[str]:
     """The providers to ask onnxruntime for, best first, keeping only those this build has."""
     available = set(ort.get_available_providers())
     wanted = PROVIDER_CHAINS[config.backend]
+    if available & {TRT, CUDA} & set(wanted):
+        load_gpu_libraries()
     chain = [p for p in wanted if p in available]
     if config.backend != "auto" and wanted[0] not in available:
         message = (f"backend {config.backend!r} requested but this onnxruntime ({ort.__version__}) has no "
@@ -51,7 +78,10 @@ def _provider_options(provider: str, config: BackendConfig, model_path: Path) ->
                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
     if provider == CUDA:
-        return {"device_id": config.device_id}
+        # cuDNN's heuristic picks the same fast kernels for these small models as its exhaustive search (H100:
+        # equal ms per call) without timing every candidate at start: 17 s instead of 39 s to a first frame
+        return {"device_id": config.device_id, "enable_cuda_graph": int(config.cuda_graph),
+                "cudnn_conv_algo_search": "HEURISTIC"}
     return {}
 
 
@@ -71,15 +101,50 @@ def session_options(config: BackendConfig) -> ort.SessionOptions:
     return options
 
 
+def batch_one(shape) -> tuple:
+    """A model's input or output shape with its symbolic (batch) dimensions set to 1."""
+    return tuple(d if isinstance(d, int) else 1 for d in shape)
+
+
+class BoundRunner:
+    """Runs a session through IO binding with fixed buffers on `device`, one crop (batch 1) per run: what a
+    CUDA graph needs, as onnxruntime replays it on the buffers it was captured with. A batch of n crops is n
+    runs, outputs stacked as one call would return them."""
+
+    def __init__(self, session: ort.InferenceSession, device: str = "cuda", device_id: int = 0):
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or any(v.type != "tensor(float)" for v in inputs + outputs):
+            raise ValueError("fixed buffers need one float input and float outputs")
+        self.session, self.shape = session, batch_one(inputs[0].shape)
+        self.binding = session.io_binding()
+        self.input = ort.OrtValue.ortvalue_from_shape_and_type(self.shape, np.float32, device, device_id)
+        self.binding.bind_ortvalue_input(inputs[0].name, self.input)
+        self.outputs = []
+        for output in outputs:
+            value = ort.OrtValue.ortvalue_from_shape_and_type(batch_one(output.shape), np.float32, device, device_id)
+            self.binding.bind_ortvalue_output(output.name, value)
+            self.outputs.append(value)
+
+    def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
+        if tensor.shape[1:] != self.shape[1:]:
+            raise ValueError(f"input of shape {tensor.shape}, the bound buffer is {self.shape}")
+        rows = []
+        for i in range(tensor.shape[0]):
+            self.input.update_inplace(np.ascontiguousarray(tensor[i:i + 1], dtype=np.float32))
+            self.session.run_with_iobinding(self.binding)
+            # a copy: on the CPU numpy() is a view of the bound buffer, which the next run overwrites
+            rows.append([np.array(value.numpy()) for value in self.outputs])
+        return rows[0] if len(rows) == 1 else [np.concatenate(parts) for parts in zip(*rows)]
+
+
 class OnnxModel:
     """One ONNX model in one session; remembers how much time it spent inside onnxruntime."""
 
     def __init__(self, path: Path, config: BackendConfig, providers: list[str] | None = None):
         self.path = Path(path)
         providers = providers or provider_chain(config)
-        self.session = ort.InferenceSession(
-            str(self.path), sess_options=session_options(config),
-            providers=[(p, _provider_options(p, config, self.path)) for p in providers])
+        self._config, self._providers = config, providers
+        self.session = self._session(config)
         self.active_provider = self.session.get_providers()[0]
         if self.active_provider != providers[0]:
             # the provider is in this onnxruntime build but could not start (CUDA/cuDNN/TensorRT libraries
@@ -91,6 +156,17 @@ class OnnxModel:
             if (providers[0], self.active_provider) not in _fallbacks_reported:
                 _fallbacks_reported.add((providers[0], self.active_provider))
                 log.warning("%s (set backend.strict to fail instead)", message)
+            if self.active_provider in providers:   # its fallback session has none of our provider options
+                self._providers = providers[providers.index(self.active_provider):]
+                self.session = self._session(config)
+        self._graph = None
+        if self.active_provider == CUDA and config.cuda_graph:
+            try:
+                self._graph = BoundRunner(self.session, "cuda", config.device_id)
+                for _ in range(3):   # onnxruntime captures on a thread's third run (after two regular ones)
+                    self._graph(np.zeros(self._graph.shape, np.float32))
+            except (RuntimeError, ValueError) as err:   # onnxruntime's errors are RuntimeErrors
+                self._drop_graph(err)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(f"{self.path.name}: expected one input, found {len(inputs)}")
@@ -100,9 +176,26 @@ class OnnxModel:
         self.inference_s = 0.0
         self.calls = 0
 
+    def _session(self, config: BackendConfig) -> ort.InferenceSession:
+        return ort.InferenceSession(str(self.path), sess_options=session_options(config),
+                                    providers=[(p, _provider_options(p, config, self.path)) for p in self._providers])
+
+    def _drop_graph(self, err: Exception) -> None:
+        """Go on without a CUDA graph (a new session: one with graphs enabled only runs on fixed buffers)."""
+        log.warning("%s: no CUDA graph (%s); running it without one", self.path.name, str(err).splitlines()[0])
+        self._graph = None
+        self.session = self._session(dataclasses.replace(self._config, cuda_graph=False))
+
     def __call__(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        outputs = self.session.run(self.output_names, {self.input_name: tensor})
+        outputs = None
+        if self._graph is not None:
+            try:
+                outputs = self._graph(tensor)
+            except RuntimeError as err:   # a capture on another thread failed (each thread captures its own)
+                self._drop_graph(err)
+        if outputs is None:
+            outputs = self.session.run(self.output_names, {self.input_name: tensor})
         self.inference_s += time.perf_counter() - start
         self.calls += 1
         return dict(zip(self.output_names, outputs))
