@@ -5,5 +5,4 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 bash scripts/setup_env.sh
-export ROS_LOG_DIR=${ROS_LOG_DIR:-$REPO/out/demo/logs/ros}
 exec .venv/bin/python -m face3d_ros.ros.demo --out out/demo "$@"

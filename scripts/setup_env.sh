@@ -278,11 +278,12 @@ REQUIREMENTS=(
 [ -z "${ROS_DISTRO:-}" ] || log "note: a ROS ${ROS_DISTRO} environment is sourced; this venv does not use it"
 
 # 1. The venv, with CPython 3.11 (the ROS wheels on PyPI are cp311 only), for the chosen distro: a venv
-#    without .face3d-ros-distro holds Kilted; one made for another distro is recreated, not mixed.
+#    without .face3d-ros-distro holds Kilted; one made for another distro is recreated, not mixed. A venv
+#    without pip was interrupted while being made (venv links python first, installs pip last): recreated.
 distro_file="$VENV/.face3d-ros-distro"
 venv_distro=$(cat "$distro_file" 2>/dev/null || echo kilted)
 if [ -x "$VPY" ] && "$VPY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null &&
-   [ "$venv_distro" = "$FACE3D_ROS_DISTRO" ]; then
+   "$VPY" -m pip --version >/dev/null 2>&1 && [ "$venv_distro" = "$FACE3D_ROS_DISTRO" ]; then
   step_done "venv: $VENV exists"
 else
   py=""

@@ -20,15 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
+from face3d_ros.core.config import PipelineConfig
 from face3d_ros.core.model_files import share_dir
 from face3d_ros.ros import profile_env
 
 CAMERA_RATE_HZ = 15.0
 
 
-def ros_environment() -> dict:
+def ros_environment(out: Path) -> dict:
     env = dict(os.environ)
-    env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
+    # a private domain, within the ids ROS recommends on Linux (above 101 the ports reach the ephemeral range)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
+    env.setdefault("ROS_LOG_DIR", str((out / "logs" / "ros").resolve()))
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     for name, value in profile_env(share_dir() / "config" / "fastdds_large_images.xml").items():
         env.setdefault(name, value)
@@ -160,7 +163,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=60)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    records = record(args.frames, ros_environment(), args.out)
+    records = record(args.frames, ros_environment(args.out), args.out)
     summary = summarise(records, args.frames)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     write_pictures(records["debug"], args.out)
@@ -170,9 +173,30 @@ def main(argv=None) -> int:
     print(f"depth ratio applied {summary['depth_ratio_applied']:.3f}, measured {summary['depth_ratio_measured']}")
     print(f"median processing latency {summary['processing_latency_ms_median']} ms; "
           f"{summary['debug_images']} debug images; wrote {args.out}/summary.json, strip.jpg, annotated.mp4")
-    ok = summary["face_messages_received"] > 0 and summary["frames_with_one_face"] > 0.8 * summary[
-        "face_messages_received"] and summary["node_exit_code"] == 0
-    return 0 if ok else 1
+    problems = demo_problems(summary)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    return 1 if problems else 0
+
+
+def demo_problems(summary: dict) -> list[str]:
+    """Why the run does not show the product working (empty: it does). The sample has one face, always in view:
+    (nearly) every image should come back as a FacePoseArray, with that face once its track is confirmed
+    (min_hits images), under one id."""
+    sent, received = summary["frames_sent"], summary["face_messages_received"]
+    problems = []
+    if summary["node_exit_code"] != 0:
+        problems.append(f"the face3d node exited with {summary['node_exit_code']} (see its log under logs/)")
+    if received < 0.95 * sent:   # a busy machine may drop the odd image (best-effort, newest image only)
+        problems.append(f"{sent - received} of {sent} images got no FacePoseArray (images lost on the way: is "
+                        "the Fast DDS profile for large images in use? see README, 'Large images over DDS')")
+    confirmed = received - (PipelineConfig().tracking.min_hits - 1)   # before that the track is tentative
+    if summary["frames_with_one_face"] < 0.9 * confirmed:
+        problems.append(f"the face was in {summary['frames_with_one_face']} of {confirmed} FacePoseArrays after "
+                        "its track was confirmed")
+    if len(summary["track_ids"]) != 1:
+        problems.append(f"one face got {len(summary['track_ids'])} track ids: {summary['track_ids']}")
+    return problems
 
 
 if __name__ == "__main__":
