@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E402
+from face3d_ros.core import backends as backends_module  # noqa: E402
 from face3d_ros.core.backends import BackendUnavailable  # noqa: E402
 from speed import SIZES, json_safe, tiled_frames  # noqa: E402
 
@@ -59,6 +60,7 @@ def config_for(label: str, faces: int, tracking: bool, strict: bool = False) -> 
 
 def start(backend: str, faces: int, tracking: bool) -> tuple[FacePipeline, list[str], float]:
     handler = LogLines()
+    backends_module._fallbacks_reported.clear()   # each row shows its own fallback warnings (warned once per process)
     logger = logging.getLogger("face3d_ros")
     logger.addHandler(handler)
     level = logger.level

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions, created in one place: backend choice, fallback, threads, TensorRT options.
+"""ONNX Runtime sessions, created in one place: backend choice, fallback, threads, CUDA graphs, TensorRT options.
 
 `auto` tries TensorRT, then CUDA, then the CPU, keeping whichever onnxruntime build has; `cuda` and
 `tensorrt` fall back down the same chain unless `strict` is set. The choice is logged once, in one line.
@@ -36,9 +36,10 @@ _gpu_libraries_loaded = False
 
 def load_gpu_libraries() -> None:
     """Load the CUDA and cuDNN libraries that pip installs beside onnxruntime-gpu (the nvidia-* wheels of its
-    `[cuda,cudnn]` extras), once per process. They are not on the loader's path, so without this onnxruntime
-    cannot start its CUDA provider and silently runs on the CPU. Libraries installed system-wide (apt, the CUDA
-    toolkit) are found either way; what is missing is reported when the provider fails to start."""
+    `[cuda,cudnn]` extras), once per process: they are not on the loader's path, and onnxruntime documents this
+    call for them. Libraries installed system-wide (apt, the CUDA toolkit) are found either way (the lent GPU
+    machine had those, so it could not show the difference); what is missing is reported when the provider
+    fails to start."""
     global _gpu_libraries_loaded
     if _gpu_libraries_loaded or not hasattr(ort, "preload_dlls"):   # only onnxruntime-gpu >= 1.21 has it
         return
@@ -142,25 +143,10 @@ class OnnxModel:
 
     def __init__(self, path: Path, config: BackendConfig, providers: list[str] | None = None):
         self.path = Path(path)
-        providers = providers or provider_chain(config)
-        self._config, self._providers = config, providers
-        self.session = self._session(config)
-        self.active_provider = self.session.get_providers()[0]
-        if self.active_provider != providers[0]:
-            # the provider is in this onnxruntime build but could not start (CUDA/cuDNN/TensorRT libraries
-            # missing or mismatched, no GPU): onnxruntime silently used the next one
-            message = (f"{self.path.name}: onnxruntime could not start {providers[0]} (GPU, CUDA, cuDNN or "
-                       f"TensorRT libraries missing or mismatched?) and fell back to {self.active_provider}")
-            if config.strict:
-                raise BackendUnavailable(message + "; backend.strict forbids falling back")
-            if (providers[0], self.active_provider) not in _fallbacks_reported:
-                _fallbacks_reported.add((providers[0], self.active_provider))
-                log.warning("%s (set backend.strict to fail instead)", message)
-            if self.active_provider in providers:   # its fallback session has none of our provider options
-                self._providers = providers[providers.index(self.active_provider):]
-                self.session = self._session(config)
+        self._config, self._providers = config, list(providers or provider_chain(config))
+        self._start_session()
         self._graph = None
-        if self.active_provider == CUDA and config.cuda_graph:
+        if self._graph_enabled and self.active_provider == CUDA:
             try:
                 self._graph = BoundRunner(self.session, "cuda", config.device_id)
                 for _ in range(3):   # onnxruntime captures on a thread's third run (after two regular ones)
@@ -176,15 +162,43 @@ class OnnxModel:
         self.inference_s = 0.0
         self.calls = 0
 
-    def _session(self, config: BackendConfig) -> ort.InferenceSession:
-        return ort.InferenceSession(str(self.path), sess_options=session_options(config),
-                                    providers=[(p, _provider_options(p, config, self.path)) for p in self._providers])
+    def _start_session(self, cuda_graph: bool | None = None) -> None:
+        """A session on the first provider of the chain that starts. onnxruntime falls back silently to the next
+        one (libraries missing or mismatched, no GPU, a bad device_id) and, doing so, drops our provider
+        options: each fallback is reported (or refused when strict) and the session remade from there on."""
+        self.session = self._session(self._config.cuda_graph if cuda_graph is None else cuda_graph)
+        while (active := self.session.get_providers()[0]) != (wanted := self._providers[0]):
+            message = (f"{self.path.name}: onnxruntime could not start {wanted} (GPU, CUDA, cuDNN or TensorRT "
+                       f"libraries missing or mismatched?) and fell back to {active}")
+            if self._config.strict:
+                raise BackendUnavailable(message + "; backend.strict forbids falling back")
+            if (wanted, active) not in _fallbacks_reported:
+                _fallbacks_reported.add((wanted, active))
+                log.warning("%s (set backend.strict to fail instead)", message)
+            if active not in self._providers:
+                break
+            self._providers = self._providers[self._providers.index(active):]
+            self.session = self._session(self._config.cuda_graph if cuda_graph is None else cuda_graph)
+        self.active_provider = active
+
+    def _session(self, cuda_graph: bool) -> ort.InferenceSession:
+        # a CUDA graph needs the whole model on CUDA: only when CUDA heads the chain (not behind TensorRT)
+        self._graph_enabled = cuda_graph and self._providers[0] == CUDA
+        config = dataclasses.replace(self._config, cuda_graph=self._graph_enabled)
+        providers = [(p, _provider_options(p, config, self.path)) for p in self._providers]
+        try:
+            return ort.InferenceSession(str(self.path), sess_options=session_options(config), providers=providers)
+        except Exception as err:   # onnxruntime's Fail (e.g. a node CUDA cannot run) is a plain Exception
+            if not self._graph_enabled:
+                raise
+            log.warning("%s: no CUDA graph (%s); running it without one", self.path.name, str(err).splitlines()[0])
+            return self._session(cuda_graph=False)
 
     def _drop_graph(self, err: Exception) -> None:
         """Go on without a CUDA graph (a new session: one with graphs enabled only runs on fixed buffers)."""
         log.warning("%s: no CUDA graph (%s); running it without one", self.path.name, str(err).splitlines()[0])
         self._graph = None
-        self.session = self._session(dataclasses.replace(self._config, cuda_graph=False))
+        self._start_session(cuda_graph=False)
 
     def __call__(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
