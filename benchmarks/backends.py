@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from face3d_ros.core import CameraModel, FacePipeline, PipelineConfig  # noqa: E
 from face3d_ros.core import backends as backends_module  # noqa: E402
 from face3d_ros.core.backends import BackendUnavailable  # noqa: E402
 from speed import SIZES, json_safe, tiled_frames  # noqa: E402
+from stability import rotation_angle_deg  # noqa: E402
 
 SCENES = [(1, True), (3, True), (1, False)]   # (faces, tracking)
 
@@ -109,8 +109,7 @@ def differences(faces: list, reference: list) -> dict:
             continue
         for (p, R, t), (p0, R0, t0) in zip(ours, theirs):
             landmark_px = max(landmark_px, float(np.abs(p - p0).max()))
-            cos = (np.trace(R @ R0.T) - 1.0) / 2.0
-            rotation_deg = max(rotation_deg, math.degrees(math.acos(min(max(cos, -1.0), 1.0))))
+            rotation_deg = max(rotation_deg, rotation_angle_deg(R0.T @ R))
             translation_mm = max(translation_mm, float(np.linalg.norm(t - t0)) * 1e3)
     return {"landmark_px_max": landmark_px, "rotation_deg_max": rotation_deg,
             "translation_mm_max": translation_mm, "frames_with_other_face_count": count_mismatch}

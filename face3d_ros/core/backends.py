@@ -166,7 +166,8 @@ class OnnxModel:
         """A session on the first provider of the chain that starts. onnxruntime falls back silently to the next
         one (libraries missing or mismatched, no GPU, a bad device_id) and, doing so, drops our provider
         options: each fallback is reported (or refused when strict) and the session remade from there on."""
-        self.session = self._session(self._config.cuda_graph if cuda_graph is None else cuda_graph)
+        cuda_graph = self._config.cuda_graph if cuda_graph is None else cuda_graph
+        self.session = self._session(cuda_graph)
         while (active := self.session.get_providers()[0]) != (wanted := self._providers[0]):
             message = (f"{self.path.name}: onnxruntime could not start {wanted} (GPU, CUDA, cuDNN or TensorRT "
                        f"libraries missing or mismatched?) and fell back to {active}")
@@ -178,7 +179,7 @@ class OnnxModel:
             if active not in self._providers:
                 break
             self._providers = self._providers[self._providers.index(active):]
-            self.session = self._session(self._config.cuda_graph if cuda_graph is None else cuda_graph)
+            self.session = self._session(cuda_graph)
         self.active_provider = active
 
     def _session(self, cuda_graph: bool) -> ort.InferenceSession:
@@ -191,14 +192,17 @@ class OnnxModel:
         except Exception as err:   # onnxruntime's Fail (e.g. a node CUDA cannot run) is a plain Exception
             if not self._graph_enabled:
                 raise
-            log.warning("%s: no CUDA graph (%s); running it without one", self.path.name, str(err).splitlines()[0])
+            self._warn_no_graph(err)
             return self._session(cuda_graph=False)
 
     def _drop_graph(self, err: Exception) -> None:
         """Go on without a CUDA graph (a new session: one with graphs enabled only runs on fixed buffers)."""
-        log.warning("%s: no CUDA graph (%s); running it without one", self.path.name, str(err).splitlines()[0])
+        self._warn_no_graph(err)
         self._graph = None
         self._start_session(cuda_graph=False)
+
+    def _warn_no_graph(self, err: Exception) -> None:
+        log.warning("%s: no CUDA graph (%s); running it without one", self.path.name, str(err).splitlines()[0])
 
     def __call__(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
